@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts: the venv, the collection where Ansible finds it, and Nix without
 # a binary cache (none is reachable from the test machines; an empty list avoids waiting on one).
 ANSINIX_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

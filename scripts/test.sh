@@ -3,8 +3,9 @@
 # collection tarball, and the integration tests against local test hosts. Run as root on
 # Debian 12; installs what it needs first. Every step runs; the exit code says if any failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ./scripts/setup.sh || exit 1
+# shellcheck source=scripts/env.sh
 source scripts/env.sh
 
 failed=()
