@@ -1,0 +1,630 @@
+"""Local test hosts made of Linux namespaces.
+
+A test host is a network namespace (its own address on a bridge of its prefix) plus a persistent
+mount and UTS namespace in which it has its own /nix store, /run (tmpfs), /boot, /root, /home,
+/tmp, an overlay over /etc and /var, its own hostname and boot id, and its own sshd. Everything a
+set of hosts uses is derived from a prefix (ANSINIX_TESTHOSTS_PREFIX, default "ax"), so suites
+with different prefixes run side by side.
+
+    python -m ansinix_test.hosts start web1 web2 mon
+    python -m ansinix_test.hosts exec web1 -- readlink /run/current-system
+    python -m ansinix_test.hosts reboot web1
+    python -m ansinix_test.hosts stop
+"""
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+STATE_ROOT = "/srv/ansinix-testhosts"
+SUBNET_BASE = "10.231"
+DEPLOY_USER = "deploy"
+DEPLOY_UID = 1500
+
+# Directories of the machine each host gets its own copy of.
+OWN_DIRS = ("nix", "boot", "root", "home")
+OVERLAID_DIRS = ("etc", "var")
+
+SSHD_CONFIG = """\
+# sshd of test host {name}
+ListenAddress {address}
+Port 22
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AuthorizedKeysFile /etc/ssh/authorized_keys.d/%u
+Subsystem sftp internal-sftp
+PidFile /run/sshd.pid
+PrintMotd no
+MaxStartups 200:30:400
+MaxSessions 100
+AcceptEnv LANG LC_*
+"""
+
+# Runs inside the new mount namespace of a host (unshare made it private) and gives the host
+# its own view of the file system.
+MOUNT_SCRIPT = r"""
+set -eu
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+for d in $OWN_DIRS; do mkdir -p "/$d"; mount --bind "$HOST_DIR/$d" "/$d"; done
+for d in $OVERLAID_DIRS; do
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$HOST_DIR/$d.upper,workdir=$HOST_DIR/$d.work" "/$d"
+done
+if [ "$HIDE_NIX" = 1 ]; then
+  mount -t overlay overlay -o "lowerdir=/usr/bin,upperdir=$HOST_DIR/usrbin.upper,workdir=$HOST_DIR/usrbin.work" /usr/bin
+fi
+mount --bind "$HOST_DIR/boot_id" /proc/sys/kernel/random/boot_id
+# Hide the harness (keys, other hosts' stores) from the host.
+mount -t tmpfs -o mode=0755 tmpfs "$STATE_ROOT"
+hostname "$HOST_NAME"
+"""
+
+
+class HostError(RuntimeError):
+    """A test host could not be started, reached or stopped."""
+
+
+def _run(argv, check=True, **kwargs):
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    proc = subprocess.run(argv, check=False, **kwargs)  # pylint: disable=subprocess-run-check
+    if check and proc.returncode != 0:
+        raise HostError("%s failed (exit %d): %s" % (shlex.join(argv), proc.returncode, (proc.stderr or "").strip()))
+    return proc
+
+
+def _ns_inode(path):
+    return os.stat(path).st_ino
+
+
+def _pids_in_mount_ns(ns_file):
+    """Every process whose mount namespace is the one persisted at ns_file."""
+    try:
+        wanted = "mnt:[%d]" % _ns_inode(ns_file)
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink("/proc/%s/ns/mnt" % entry) == wanted:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def _kill_all(pids):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    for pid in pids:
+        while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+            try:
+                with open("/proc/%d/stat" % pid, encoding="ascii") as f:
+                    if f.read().split(") ", 1)[1].startswith("Z"):
+                        break
+            except OSError:
+                break
+            time.sleep(0.01)
+
+
+def _mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+def _umount(path):
+    while _mounted(path):
+        if _run(["umount", "-l", path], check=False).returncode != 0:
+            break
+
+
+@contextlib.contextmanager
+def _locked(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _subnet_for(prefix):
+    """A /24 for this prefix, the same every time, never shared with another prefix."""
+    registry = os.path.join(STATE_ROOT, "subnets.json")
+    with _locked(registry + ".lock"):
+        try:
+            with open(registry, encoding="utf-8") as f:
+                table = json.load(f)
+        except (OSError, ValueError):
+            table = {}
+        if prefix not in table:
+            used = set(table.values())
+            free = [n for n in range(10, 250) if n not in used]
+            if not free:
+                raise HostError("no free test subnet left in %s; remove %s" % (SUBNET_BASE, registry))
+            table[prefix] = free[0]
+            with open(registry + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(table, f)
+            os.replace(registry + ".tmp", registry)
+        return "%s.%d" % (SUBNET_BASE, table[prefix])
+
+
+class Host:
+    """One test host. Use TestHosts to make them."""
+
+    def __init__(self, hosts, name, index, options):
+        self.hosts = hosts
+        self.name = name
+        self.index = index
+        self.options = options
+        self.address = "%s.%d" % (hosts.subnet, 10 + index)
+        self.netns = "%s-%s" % (hosts.prefix, name)
+        self.veth = "%sv%d" % (hosts.prefix, index)
+        self.dir = os.path.join(hosts.state_dir, "hosts", name)
+        self.mnt_ns = os.path.join(hosts.ns_dir, name + ".mnt")
+        self.uts_ns = os.path.join(hosts.ns_dir, name + ".uts")
+
+    def __repr__(self):
+        return "<Host %s %s>" % (self.name, self.address)
+
+    # -- looking at the host from outside -------------------------------------------------------
+
+    def nsenter_argv(self):
+        return [
+            "nsenter", "--net=/run/netns/" + self.netns, "--mount=" + self.mnt_ns,
+            "--uts=" + self.uts_ns, "--wd=/",
+        ]
+
+    def run(self, cmd, check=True, input=None, timeout=120, env=None):  # pylint: disable=redefined-builtin
+        """Run a shell command as root inside the host's namespaces (not over SSH)."""
+        full_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        full_env.update(env or {})
+        proc = subprocess.run(  # pylint: disable=subprocess-run-check
+            self.nsenter_argv() + ["/bin/sh", "-c", cmd], input=input, capture_output=True,
+            text=not isinstance(input, bytes), timeout=timeout, env=full_env, check=False,
+        )
+        if check and proc.returncode != 0:
+            raise HostError("on %s: %s failed (exit %d):\n%s%s" % (self.name, cmd, proc.returncode, proc.stdout, proc.stderr))
+        return proc
+
+    def ssh(self, argv, user="root", check=False, timeout=30, input=None):  # pylint: disable=redefined-builtin
+        """Run a command over real SSH, with the harness key and host key checking on."""
+        cmd = ["ssh"] + self.hosts.ssh_options() + ["%s@%s" % (user, self.address), "--"] + list(argv)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, check=check)
+
+    def read_file(self, path):
+        return self.run("cat " + shlex.quote(path)).stdout
+
+    def exists(self, path):
+        return self.run("test -e %s || test -L %s" % (shlex.quote(path), shlex.quote(path)), check=False).returncode == 0
+
+    def readlink(self, path):
+        proc = self.run("readlink " + shlex.quote(path), check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    def stat(self, path):
+        """mode (int, permission bits), uid, gid, user, group, ino, mtime (ns), size."""
+        out = self.run("stat -c '%a %u %g %U %G %i %s' " + shlex.quote(path) + " && date +%s%N -r " + shlex.quote(path)).stdout.split()
+        return {
+            "mode": int(out[0], 8), "uid": int(out[1]), "gid": int(out[2]), "user": out[3],
+            "group": out[4], "ino": int(out[5]), "size": int(out[6]), "mtime": int(out[7]),
+        }
+
+    def boot_id(self):
+        return self.read_file("/proc/sys/kernel/random/boot_id").strip()
+
+    def generation(self, profile="/nix/var/nix/profiles/system"):
+        """The number of the profile's current generation, or None."""
+        link = self.readlink(profile)
+        if not link:
+            return None
+        return int(link.rsplit("-", 2)[-2])
+
+    def store_has(self, path):
+        return self.run("nix-store --check-validity " + shlex.quote(path), check=False).returncode == 0
+
+    def pids(self):
+        return _pids_in_mount_ns(self.mnt_ns)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def _prepare_dirs(self):
+        fresh = not os.path.isdir(self.dir)
+        for d in OWN_DIRS:
+            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+        for d in OVERLAID_DIRS + ("usrbin",):
+            os.makedirs(os.path.join(self.dir, d + ".upper"), exist_ok=True)
+            os.makedirs(os.path.join(self.dir, d + ".work"), exist_ok=True)
+        os.chmod(os.path.join(self.dir, "root"), 0o700)
+        if not self.options.get("nix", True):
+            for entry in os.listdir("/usr/bin"):
+                whiteout = os.path.join(self.dir, "usrbin.upper", entry)
+                if entry.startswith("nix") and not os.path.exists(whiteout):
+                    os.mknod(whiteout, 0o600 | 0o020000, os.makedev(0, 0))
+        etc = os.path.join(self.dir, "etc.upper")
+        os.makedirs(os.path.join(etc, "ssh", "authorized_keys.harness"), exist_ok=True)
+        os.makedirs(os.path.join(etc, "ssh", "authorized_keys.d"), exist_ok=True)
+        os.makedirs(os.path.join(etc, "nix"), exist_ok=True)
+        os.makedirs(os.path.join(etc, "sudoers.d"), exist_ok=True)
+        key = os.path.join(etc, "ssh", "ssh_host_ed25519_key")
+        if not os.path.exists(key):
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@" + self.name, "-f", key])
+        with open(os.path.join(etc, "ssh", "sshd_config.harness"), "w", encoding="utf-8") as f:
+            f.write(SSHD_CONFIG.format(name=self.name, address=self.address))
+        with open(self.hosts.ssh_key_path + ".pub", encoding="utf-8") as f:
+            pub = f.read()
+        for user in ("root", DEPLOY_USER):
+            for sub in ("authorized_keys.harness", "authorized_keys.d"):
+                path = os.path.join(etc, "ssh", sub, user)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(pub)
+                os.chmod(path, 0o644)
+        # No binary cache is reachable: an empty list keeps every nix call from waiting for one.
+        with open(os.path.join(etc, "nix", "nix.conf"), "w", encoding="utf-8") as f:
+            f.write("build-users-group = nixbld\nsandbox = false\nsubstituters =\n")
+        sudoers = os.path.join(etc, "sudoers.d", DEPLOY_USER)
+        with open(sudoers, "w", encoding="utf-8") as f:
+            f.write("%s ALL=(ALL) NOPASSWD: ALL\n" % DEPLOY_USER)
+        os.chmod(sudoers, 0o440)
+        with open(os.path.join(etc, "hostname"), "w", encoding="utf-8") as f:
+            f.write(self.name + "\n")
+        with open(os.path.join(etc, "hosts"), "w", encoding="utf-8") as f:
+            f.write("127.0.0.1 localhost\n::1 localhost\n")
+            for other in self.hosts.hosts.values():
+                f.write("%s %s\n" % (other.address, other.name))
+        if self.options.get("nixos", True):
+            with open(os.path.join(etc, "NIXOS"), "w", encoding="utf-8"):
+                pass
+        elif os.path.exists(os.path.join(etc, "NIXOS")):
+            os.unlink(os.path.join(etc, "NIXOS"))
+        self._new_boot_id()
+        return fresh
+
+    def _new_boot_id(self):
+        with open(os.path.join(self.dir, "boot_id"), "w", encoding="ascii") as f:
+            f.write(str(uuid.uuid4()) + "\n")
+
+    def _network_up(self):
+        if _run(["ip", "netns", "pids", self.netns], check=False).returncode == 0:
+            return
+        bridge = self.hosts.bridge
+        _run(["ip", "netns", "add", self.netns])
+        _run(["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.netns])
+        _run(["ip", "link", "set", self.veth, "master", bridge, "up"])
+        inside = ["ip", "netns", "exec", self.netns]
+        _run(inside + ["ip", "link", "set", "lo", "up"])
+        _run(inside + ["ip", "addr", "add", self.address + "/24", "dev", "eth0"])
+        _run(inside + ["ip", "link", "set", "eth0", "up"])
+        _run(inside + ["ip", "route", "add", "default", "via", self.hosts.gateway])
+
+    def _mounts_up(self):
+        if os.path.exists(self.mnt_ns) and _mounted(self.mnt_ns):
+            return
+        for path in (self.mnt_ns, self.uts_ns):
+            with open(path, "w", encoding="ascii"):
+                pass
+        env = dict(os.environ, HOST_DIR=self.dir, HOST_NAME=self.name, STATE_ROOT=self.hosts.root,
+                   OWN_DIRS=" ".join(OWN_DIRS), OVERLAID_DIRS=" ".join(OVERLAID_DIRS),
+                   HIDE_NIX="0" if self.options.get("nix", True) else "1")
+        _run(["nsenter", "--net=/run/netns/" + self.netns, "unshare", "--mount=" + self.mnt_ns,
+              "--uts=" + self.uts_ns, "--propagation", "private", "/bin/sh", "-c", MOUNT_SCRIPT], env=env)
+
+    def _users_up(self):
+        script = (
+            "getent group keys >/dev/null || groupadd -r keys; "
+            "id -u {u} >/dev/null 2>&1 || useradd -m -u {uid} -s /bin/bash -p '*' {u}"
+        ).format(u=DEPLOY_USER, uid=DEPLOY_UID)
+        self.run(script)
+
+    def _sshd_up(self):
+        self.run("mkdir -p /run/sshd && chmod 0755 /run/sshd && "
+                 "/usr/sbin/sshd -f /etc/ssh/sshd_config.harness -E /var/log/sshd-harness.log")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            probe = _run(["ip", "netns", "exec", self.netns, "ss", "-ltnH", "sport = :22"], check=False)
+            if self.address in probe.stdout:
+                return
+            time.sleep(0.05)
+        raise HostError("sshd of %s did not start; see %s" % (self.name, os.path.join(self.dir, "var.upper/log/sshd-harness.log")))
+
+    def _install_system(self, system):
+        """Copy a system closure into the host's store, make it generation 1, install its boot loader."""
+        closure = _run(["nix-store", "-qR", system]).stdout.split()
+        missing = [p for p in closure if not self.store_has(p)]
+        if missing:
+            with subprocess.Popen(["nix-store", "--export"] + missing, stdout=subprocess.PIPE) as export:
+                imp = subprocess.run(self.nsenter_argv() + ["nix-store", "--import"], stdin=export.stdout,
+                                     capture_output=True, check=False)
+                export.stdout.close()
+            if export.returncode or imp.returncode:
+                raise HostError("copying %s into %s failed: %s" % (system, self.name, imp.stderr.decode(errors="replace")))
+        self.run("nix-env -p /nix/var/nix/profiles/system --set %s && "
+                 "NIXOS_INSTALL_BOOTLOADER=1 %s/bin/switch-to-configuration boot" % (system, system))
+
+    def default_boot_system(self):
+        """The system the boot loader would start, as the fixture systems record it under /boot."""
+        conf = self.run("cat /boot/loader/loader.conf 2>/dev/null", check=False).stdout
+        entry = next((line.split(None, 1)[1].strip() for line in conf.splitlines() if line.startswith("default ")), None)
+        if not entry:
+            return None
+        for line in self.read_file("/boot/loader/entries/" + entry).splitlines():
+            for word in line.split():
+                if word.startswith("init="):
+                    return os.path.dirname(word[len("init="):])
+        return None
+
+    def _boot(self):
+        """What NixOS stage 2 does with the default boot entry: run its init (activation, units), record it as booted."""
+        system = self.default_boot_system()
+        if system:
+            self.run("%s/init && ln -sfn %s /run/booted-system" % (system, system))
+
+    def running(self):
+        return os.path.exists("/run/netns/" + self.netns) and _mounted(self.mnt_ns) and bool(self.pids())
+
+    def start(self):
+        if self.running():
+            if not self._sshd_running():
+                self._sshd_up()
+            return self
+        self.stop()
+        self._prepare_dirs()
+        self._network_up()
+        self._mounts_up()
+        self._users_up()
+        if self.options.get("system") and self.generation() is None:
+            self._install_system(self.options["system"])
+        self._boot()
+        self._sshd_up()
+        return self
+
+    def _sshd_running(self):
+        return self.run("test -f /run/sshd.pid && kill -0 $(cat /run/sshd.pid)", check=False).returncode == 0
+
+    def reboot(self):
+        """Restart the host: every process killed, fresh /run and /tmp, new boot id, default entry booted."""
+        _kill_all(self.pids())
+        self.run("umount -l /run && mount -t tmpfs -o mode=0755 tmpfs /run && "
+                 "umount -l /tmp && mount -t tmpfs -o mode=1777 tmpfs /tmp")
+        self._new_boot_id()
+        self._boot()
+        self._sshd_up()
+        return self.boot_id()
+
+    def stop(self):
+        _kill_all(self.pids())
+        for path in (self.mnt_ns, self.uts_ns):
+            _umount(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        _run(["ip", "netns", "del", self.netns], check=False)
+        _run(["ip", "link", "del", self.veth], check=False)
+
+    def reset(self):
+        """Back to a fresh host: same name and address, empty store, new boot id."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.hosts.known_hosts_add(self)
+        return self.start()
+
+
+class TestHosts:
+    """A set of test hosts sharing a prefix, a bridge, an SSH key and an inventory."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, prefix=None, root=STATE_ROOT):
+        self.prefix = prefix or os.environ.get("ANSINIX_TESTHOSTS_PREFIX") or "ax"
+        if not self.prefix.isalnum() or len(self.prefix) > 8:
+            raise HostError("prefix %r: use up to 8 letters or digits" % self.prefix)
+        self.root = root
+        self.state_dir = os.path.join(root, self.prefix)
+        self.ns_dir = os.path.join(self.state_dir, "ns")
+        self.ssh_key_path = os.path.join(self.state_dir, "id_ed25519")
+        self.known_hosts_path = os.path.join(self.state_dir, "known_hosts")
+        self.inventory_path = os.path.join(self.state_dir, "inventory.yml")
+        self.bridge = self.prefix + "br"
+        self.subnet = None
+        self.gateway = None
+        self.hosts = {}
+        self._load()
+
+    def __getitem__(self, name):
+        return self.hosts[name]
+
+    def __iter__(self):
+        return iter(self.hosts.values())
+
+    def _registry(self):
+        return os.path.join(self.state_dir, "hosts.json")
+
+    def _load(self):
+        try:
+            with open(self._registry(), encoding="utf-8") as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            return
+        self.subnet = saved["subnet"]
+        self.gateway = self.subnet + ".1"
+        for name, entry in saved["hosts"].items():
+            self.hosts[name] = Host(self, name, entry["index"], entry["options"])
+
+    def _save(self):
+        data = {"subnet": self.subnet, "hosts": {h.name: {"index": h.index, "options": h.options} for h in self}}
+        with open(self._registry() + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(self._registry() + ".tmp", self._registry())
+
+    def ssh_options(self):
+        return ["-i", self.ssh_key_path, "-o", "UserKnownHostsFile=" + self.known_hosts_path,
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"]
+
+    def _network_up(self):
+        if _run(["ip", "link", "show", self.bridge], check=False).returncode != 0:
+            _run(["ip", "link", "add", self.bridge, "type", "bridge"])
+            _run(["ip", "addr", "add", self.gateway + "/24", "dev", self.bridge])
+        _run(["ip", "link", "set", self.bridge, "up"])
+
+    def _setup_ns_dir(self):
+        # Persistent namespace files must live on a private mount, or they could not be bind-mounted.
+        os.makedirs(self.ns_dir, exist_ok=True)
+        if not _mounted(self.ns_dir):
+            _run(["mount", "--bind", self.ns_dir, self.ns_dir])
+            _run(["mount", "--make-private", self.ns_dir])
+
+    def known_hosts_add(self, host):
+        key_file = os.path.join(host.dir, "etc.upper", "ssh", "ssh_host_ed25519_key.pub")
+        lines = []
+        if os.path.exists(self.known_hosts_path):
+            with open(self.known_hosts_path, encoding="utf-8") as f:
+                lines = [line for line in f if not line.startswith(host.address + " ")]
+        if os.path.exists(key_file):
+            with open(key_file, encoding="utf-8") as f:
+                keytype, key = f.read().split()[:2]
+            lines.append("%s %s %s\n" % (host.address, keytype, key))
+        with open(self.known_hosts_path, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+
+    def start(self, names, options=None):
+        """Start these hosts (and keep any already started). Idempotent; cleans up after a crash."""
+        options = options or {}
+        if self.subnet is None:
+            self.subnet = _subnet_for(self.prefix)
+            self.gateway = self.subnet + ".1"
+        os.makedirs(self.state_dir, exist_ok=True)
+        self._cleanup_stale()
+        if not os.path.exists(self.ssh_key_path):
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ansinix-testhosts", "-f", self.ssh_key_path])
+        for name in names:
+            if name not in self.hosts:
+                index = max([h.index for h in self] + [-1]) + 1
+                if index > 200:
+                    raise HostError("too many test hosts for prefix %s" % self.prefix)
+                self.hosts[name] = Host(self, name, index, dict(options.get(name, {})))
+            elif name in options and options[name] != self.hosts[name].options:
+                # Other options: the host is made again from scratch.
+                self.hosts[name].stop()
+                shutil.rmtree(self.hosts[name].dir, ignore_errors=True)
+                self.hosts[name].options = dict(options[name])
+        self._save()
+        self._setup_ns_dir()
+        self._network_up()
+        for name in names:
+            host = self.hosts[name]
+            host.start()
+            self.known_hosts_add(host)
+        self.write_inventory()
+        return [self.hosts[n] for n in names]
+
+    def _cleanup_stale(self):
+        """After a crash: hosts whose namespaces are gone or whose processes died are stopped."""
+        for host in self:
+            if not host.running():
+                host.stop()
+
+    def write_inventory(self):
+        lines = ["# Written by ansinix_test.hosts for the test hosts of prefix %s." % self.prefix,
+                 "all:", "  children:", "    testhosts:", "      hosts:"]
+        for host in self:
+            lines.append("        %s:" % host.name)
+            lines.append("          ansible_host: %s" % host.address)
+        ssh_args = "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes" % self.known_hosts_path
+        lines += [
+            "      vars:",
+            "        ansible_user: root",
+            "        ansible_ssh_private_key_file: %s" % self.ssh_key_path,
+            "        ansible_ssh_common_args: %s" % json.dumps(ssh_args),
+            "        ansible_python_interpreter: /usr/bin/python3",
+        ]
+        nixos = [h for h in self if h.options.get("nixos", True)]
+        if nixos:
+            lines += ["    nixos:", "      hosts:"] + ["        %s: {}" % h.name for h in nixos]
+        with open(self.inventory_path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        return self.inventory_path
+
+    def stop(self):
+        """Remove every namespace, mount, link and process of this prefix, and its state."""
+        for host in self:
+            host.stop()
+        # Leftovers no registry knows of (a crash before it was written).
+        for line in _run(["ip", "netns", "list"], check=False).stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(self.prefix + "-"):
+                _run(["ip", "netns", "del", name], check=False)
+        if os.path.isdir(self.ns_dir):
+            for entry in os.listdir(self.ns_dir):
+                path = os.path.join(self.ns_dir, entry)
+                _kill_all(_pids_in_mount_ns(path) if entry.endswith(".mnt") else [])
+                _umount(path)
+            _umount(self.ns_dir)
+        _run(["ip", "link", "del", self.bridge], check=False)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.hosts = {}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ansinix_test.hosts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prefix", help="names, addresses and state of this set of hosts (default: $ANSINIX_TESTHOSTS_PREFIX or ax)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start hosts (idempotent)")
+    start.add_argument("names", nargs="+")
+    start.add_argument("--no-nix", action="append", default=[], metavar="NAME", help="a host without nix commands")
+    start.add_argument("--not-nixos", action="append", default=[], metavar="NAME", help="a host without /etc/NIXOS")
+    sub.add_parser("stop", help="remove all hosts of the prefix")
+    sub.add_parser("status", help="list the hosts")
+    sub.add_parser("inventory", help="print the inventory path")
+    reboot = sub.add_parser("reboot", help="restart a host")
+    reboot.add_argument("name")
+    run = sub.add_parser("exec", help="run a command inside a host")
+    run.add_argument("name")
+    run.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    hosts = TestHosts(prefix=args.prefix)
+    try:
+        if args.command == "start":
+            opts = {n: {"nix": n not in args.no_nix, "nixos": n not in args.not_nixos} for n in args.names}
+            for host in hosts.start(args.names, options=opts):
+                print("%-10s %s" % (host.name, host.address))
+            print("inventory: %s" % hosts.inventory_path)
+        elif args.command == "stop":
+            hosts.stop()
+        elif args.command == "status":
+            for host in hosts:
+                print("%-10s %-15s %s" % (host.name, host.address, "running" if host.pids() else "stopped"))
+        elif args.command == "inventory":
+            print(hosts.inventory_path)
+        elif args.command == "reboot":
+            print(hosts[args.name].reboot())
+        elif args.command == "exec":
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            proc = hosts[args.name].run(shlex.join(cmd), check=False)
+            sys.stdout.write(proc.stdout)
+            sys.stderr.write(proc.stderr)
+            return proc.returncode
+    except (HostError, KeyError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
