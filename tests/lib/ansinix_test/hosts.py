@@ -344,17 +344,22 @@ class Host:
             time.sleep(0.05)
         raise HostError("sshd of %s did not start; see %s" % (self.name, os.path.join(self.dir, "var.upper/log/sshd-harness.log")))
 
-    def _install_system(self, system):
-        """Copy a system closure into the host's store, make it generation 1, install its boot loader."""
-        closure = _run(["nix-store", "-qR", system]).stdout.split()
-        missing = [p for p in closure if not self.store_has(p)]
+    def import_closure(self, path):
+        """Copy the closure of a controller store path into the host's store (not through the modules)."""
+        closure = _run(["nix-store", "-qR", path]).stdout.split()
+        missing = self.run("nix-store --check-validity --print-invalid " + " ".join(closure)).stdout.split()
         if missing:
             with subprocess.Popen(["nix-store", "--export"] + missing, stdout=subprocess.PIPE) as export:
                 imp = subprocess.run(self.nsenter_argv() + ["nix-store", "--import"], stdin=export.stdout,
                                      capture_output=True, check=False)
                 export.stdout.close()
             if export.returncode or imp.returncode:
-                raise HostError("copying %s into %s failed: %s" % (system, self.name, imp.stderr.decode(errors="replace")))
+                raise HostError("copying %s into %s failed: %s" % (path, self.name, imp.stderr.decode(errors="replace")))
+        return missing
+
+    def _install_system(self, system):
+        """Copy a system closure into the host's store, make it generation 1, install its boot loader."""
+        self.import_closure(system)
         self.run("nix-env -p /nix/var/nix/profiles/system --set %s && "
                  "NIXOS_INSTALL_BOOTLOADER=1 %s/bin/switch-to-configuration boot" % (system, system))
 
@@ -421,8 +426,9 @@ class Host:
         """Back to a fresh host: same name and address, empty store, new boot id."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+        self.start()
         self.hosts.known_hosts_add(self)
-        return self.start()
+        return self
 
 
 class TestHosts:

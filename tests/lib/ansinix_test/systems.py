@@ -13,7 +13,7 @@ import subprocess
 from ansinix_test import REPO_ROOT
 
 FIXTURES_DIR = os.path.join(REPO_ROOT, "tests", "fixtures", "nixos")
-FLAKE_DIR = os.path.join(REPO_ROOT, "tests", "fixtures", "flake")
+FLAKE_DIR = os.path.join(REPO_ROOT, "tests", "fixtures")
 GCROOTS_DIR = os.path.join(REPO_ROOT, ".build", "gcroots")
 
 # No binary cache is reachable from the test machines.

@@ -1,0 +1,53 @@
+"""Fixtures for the integration tests: real test hosts, real Ansible."""
+import os
+
+import pytest
+
+from ansinix_test.hosts import TestHosts
+from ansinix_test import ansible, systems
+
+
+@pytest.fixture(scope="session")
+def testhosts():
+    """The session's set of test hosts (prefix $ANSINIX_TESTHOSTS_PREFIX or "ax"), removed at the end."""
+    hosts = TestHosts(prefix=os.environ.get("ANSINIX_TESTHOSTS_PREFIX") or "ax")
+    hosts.stop()  # whatever an earlier, crashed run left
+    try:
+        yield hosts
+    finally:
+        hosts.stop()
+
+
+@pytest.fixture
+def fresh_hosts(testhosts):
+    """Start clean hosts by name: fresh_hosts("web1", "web2", web2={"nix": False}).
+
+    Each host named is reset to a new, empty host booted into a base fixture system unless its
+    options say otherwise (system=None for no system at all).
+    """
+    def start(*names, **options):
+        base = systems.build_system(name="base")
+        opts = {}
+        for name in names:
+            opts[name] = {"system": base, "nix": True, "nixos": True}
+            opts[name].update(options.get(name, {}))
+        testhosts.start(list(names), options=opts)
+        for name in names:
+            testhosts[name].reset()
+        testhosts.write_inventory()
+        return [testhosts[name] for name in names]
+    return start
+
+
+@pytest.fixture
+def run_playbook(testhosts):
+    def run(playbook, **kwargs):
+        return ansible.run_playbook(playbook, hosts=testhosts, **kwargs)
+    return run
+
+
+@pytest.fixture
+def run_ansible(testhosts):
+    def run(args, **kwargs):
+        return ansible.run_ansible(args, hosts=testhosts, **kwargs)
+    return run

@@ -1,0 +1,126 @@
+"""The test hosts are separate machines as far as the deploy tools can tell, and leave nothing behind."""
+import os
+import subprocess
+
+import pytest
+
+from ansinix_test.hosts import TestHosts
+
+
+@pytest.fixture
+def own_hosts():
+    """A set of hosts with a prefix of its own, so stop and crash recovery can be tested in isolation."""
+    hosts = TestHosts(prefix="axhosts")
+    hosts.stop()
+    yield hosts
+    hosts.stop()
+
+
+def machine_state(prefix):
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        mounts = [line for line in f if "/ansinix-testhosts/%s/" % prefix in line or line.split()[4].endswith("/" + prefix)]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {
+        "netns": [line for line in netns.splitlines() if line.startswith(prefix + "-")],
+        "mounts": mounts,
+        "links": [line for line in links.splitlines() if ": %s" % prefix in line],
+        "state_dir": os.path.exists("/srv/ansinix-testhosts/" + prefix),
+    }
+
+
+def test_hosts_are_separate_machines(own_hosts):
+    web1, web2 = own_hosts.start(["web1", "web2"])
+    assert web1.address != web2.address
+    assert web1.run("hostname").stdout.strip() == "web1"
+    assert web2.run("hostname").stdout.strip() == "web2"
+    assert web1.boot_id() != web2.boot_id()
+    # /etc, /run and /nix of one host are its own.
+    web1.run("echo one > /etc/only-web1 && echo one > /run/only-web1 && mkdir -p /nix/var/only-web1")
+    for path in ("/etc/only-web1", "/run/only-web1", "/nix/var/only-web1"):
+        assert web1.exists(path)
+        assert not web2.exists(path)
+        assert not os.path.exists(path)
+    # The harness (keys, other hosts' stores) is hidden from the hosts.
+    assert web1.run("ls -A /srv/ansinix-testhosts").stdout.strip() == ""
+
+
+def test_ssh_as_root_and_deploy_with_host_key_checking(own_hosts):
+    web1, web2 = own_hosts.start(["web1", "web2"])
+    assert web1.ssh(["hostname"]).stdout.strip() == "web1"
+    proc = web2.ssh(["sudo", "-n", "id", "-u"], user="deploy")
+    assert proc.returncode == 0 and proc.stdout.strip() == "0"
+    assert web2.ssh(["id", "-un"], user="deploy").stdout.strip() == "deploy"
+    # The known_hosts file pins each host's own key: a wrong entry is refused.
+    with open(own_hosts.known_hosts_path, encoding="utf-8") as f:
+        entries = f.read().splitlines()
+    swapped = [line.replace(web1.address + " ", "X ").replace(web2.address + " ", web1.address + " ").replace("X ", web2.address + " ") for line in entries]
+    with open(own_hosts.known_hosts_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(swapped) + "\n")
+    proc = web1.ssh(["true"])
+    assert proc.returncode == 255
+    assert "Host key verification failed" in proc.stderr
+    with open(own_hosts.known_hosts_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(entries) + "\n")
+    # Hosts reach each other: web1 talks to web2's sshd.
+    probe = "exec 3<>/dev/tcp/%s/22 && head -c 4 <&3" % web2.address
+    assert web1.run("bash -c %r" % probe).stdout == "SSH-"
+
+
+def test_ansible_reaches_every_host(own_hosts):
+    own_hosts.start(["web1", "web2", "mon"])
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="True")
+    proc = subprocess.run(["ansible", "-i", own_hosts.inventory_path, "testhosts", "-m", "ansible.builtin.command",
+                           "-a", "hostname", "-o"], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("web1", "web2", "mon"):
+        assert "%s | CHANGED | rc=0 | (stdout) %s" % (name, name) in proc.stdout
+
+
+def test_host_without_nix_and_host_not_nixos(own_hosts):
+    plain, nonix = own_hosts.start(["plain", "nonix"], options={"plain": {"nixos": False}, "nonix": {"nix": False}})
+    assert nonix.run("command -v nix-store", check=False).returncode != 0
+    assert plain.run("command -v nix-store").stdout.strip() == "/usr/bin/nix-store"
+    assert not plain.exists("/etc/NIXOS")
+    assert nonix.exists("/etc/NIXOS")
+    assert os.path.exists("/usr/bin/nix-store")  # the machine keeps its nix
+
+
+def test_reboot_gives_new_boot_id_and_empty_run(own_hosts):
+    (web1,) = own_hosts.start(["web1"])
+    before = web1.boot_id()
+    old_sshd = web1.read_file("/run/sshd.pid").strip()
+    web1.run("touch /run/marker /tmp/marker /etc/kept")
+    after = web1.reboot()
+    assert after != before and after == web1.boot_id()
+    assert not web1.exists("/run/marker") and not web1.exists("/tmp/marker")
+    assert web1.exists("/etc/kept")
+    assert web1.read_file("/run/sshd.pid").strip() != old_sshd
+    assert web1.ssh(["true"]).returncode == 0
+
+
+def test_start_is_idempotent(own_hosts):
+    (web1,) = own_hosts.start(["web1"])
+    boot_id, pids = web1.boot_id(), sorted(web1.pids())
+    again = TestHosts(prefix="axhosts")
+    again.start(["web1"])
+    assert again["web1"].boot_id() == boot_id
+    assert sorted(again["web1"].pids()) == pids
+
+
+def test_stop_leaves_nothing_and_start_recovers_from_a_crash(own_hosts):
+    own_hosts.start(["web1", "web2"])
+    assert machine_state("axhosts")["netns"]
+    # A crash: every process of the hosts killed, namespaces and mounts left as they were.
+    for host in own_hosts:
+        subprocess.run(["kill", "-9"] + [str(p) for p in host.pids()], check=True)
+    recovered = TestHosts(prefix="axhosts")
+    web1, web2 = recovered.start(["web1", "web2"])
+    assert web1.ssh(["hostname"]).stdout.strip() == "web1"
+    assert web2.ssh(["hostname"]).stdout.strip() == "web2"
+    pids = [pid for host in recovered for pid in host.pids()]
+    assert pids
+    recovered.stop()
+    state = machine_state("axhosts")
+    assert state == {"netns": [], "mounts": [], "links": [], "state_dir": False}, state
+    assert not [pid for pid in pids if os.path.exists("/proc/%d" % pid)]

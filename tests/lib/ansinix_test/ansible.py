@@ -1,0 +1,86 @@
+"""Running ansible, ansible-playbook and ansible-inventory against the test hosts, for real."""
+import json
+import os
+import subprocess
+import tempfile
+
+from ansinix_test import REPO_ROOT
+
+CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback")
+
+
+def ansible_env(hosts=None, extra=None):
+    """Environment for an Ansible run: this checkout as the collection, host key checking on."""
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO_ROOT, ".build", "collections"),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_PIPELINING": "True",
+        "NIX_CONFIG": "substituters =\nsandbox = false",
+    })
+    if hosts is not None:
+        env["ANSIBLE_INVENTORY"] = hosts.inventory_path
+        env["ANSIBLE_LOCAL_TEMP"] = os.path.join(hosts.state_dir, "ansible-local")
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = os.path.join(hosts.state_dir, "cp")
+    env.update(extra or {})
+    return env
+
+
+def run_ansible(args, hosts=None, env=None, timeout=600):
+    """`ansible ARGS` (ad hoc); returns the CompletedProcess."""
+    return subprocess.run(["ansible"] + list(args), env=ansible_env(hosts, env), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+class PlaybookRun:
+    """The outcome of one ansible-playbook run, with each task's result per host."""
+
+    def __init__(self, proc, events):
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.events = events
+
+    def results(self, task_name):
+        """{host: result} of the task with this name."""
+        return {e["host"]: e["result"] for e in self.events if e["task"] == task_name}
+
+    def result(self, task_name, host):
+        return self.results(task_name)[host]
+
+    def changed(self):
+        """{host: number of changed task results}."""
+        counts = {}
+        for e in self.events:
+            counts.setdefault(e["host"], 0)
+            if e["result"].get("changed"):
+                counts[e["host"]] += 1
+        return counts
+
+    def __repr__(self):
+        return "<PlaybookRun rc=%d>\n%s\n%s" % (self.rc, self.stdout[-4000:], self.stderr[-4000:])
+
+
+def run_playbook(playbook, hosts=None, args=(), env=None, timeout=900):
+    """Run a playbook (YAML text or a path). Every task result is recorded by a test callback."""
+    with tempfile.TemporaryDirectory(prefix="ansinix-play-") as tmp:
+        if "\n" in playbook:
+            path = os.path.join(tmp, "playbook.yml")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(playbook)
+        else:
+            path = playbook
+        events_file = os.path.join(tmp, "events.jsonl")
+        extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansinix_test_recorder", "ANSIBLE_CALLBACK_PLUGINS": CALLBACK_DIR,
+                 "ANSINIX_TEST_EVENTS": events_file}
+        extra.update(env or {})
+        proc = subprocess.run(["ansible-playbook", path] + list(args), env=ansible_env(hosts, extra),
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        events = []
+        if os.path.exists(events_file):
+            with open(events_file, encoding="utf-8") as f:
+                events = [json.loads(line) for line in f if line.strip()]
+        return PlaybookRun(proc, events)
