@@ -588,7 +588,7 @@ class TestHosts:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ansinix_test.hosts", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ansinix_test.hosts", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--prefix", help="names, addresses and state of this set of hosts (default: $ANSINIX_TESTHOSTS_PREFIX or ax)")
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start hosts (idempotent)")
