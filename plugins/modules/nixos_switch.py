@@ -1,0 +1,251 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ansinix.nixos contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nixos_switch
+short_description: Switch a NixOS host to a system closure, with automatic and magic rollback
+version_added: 0.1.0
+description:
+  - Makes a system closure that is already in the host's store (see M(ansinix.nixos.nix_copy_closure)) a new
+    generation of the system profile and activates it, like C(nixos-rebuild switch) does; or goes back to the
+    previous generation (O(rollback)) or to any existing one (O(generation)).
+  - Idempotent. When the system is already active (and already the profile's current generation, for the
+    actions that set it) nothing is run and RV(ignore:changed) is false.
+  - The activation runs detached from the SSH session (in a C(systemd-run) unit where systemd runs, in a new
+    session otherwise) and its output is kept on the host. If the connection drops mid-switch the activation
+    still finishes, and the next run reports the truth.
+  - When the activation fails, the host goes back to the previous generation by itself and the task fails
+    with the failed units and the log (O(rollback_on_failure)).
+  - Magic rollback. After a switch the host waits O(confirm_timeout) seconds for a confirmation that the
+    controller sends over a B(new) connection. If the new configuration broke SSH or the network, none
+    arrives, and the host rolls itself back.
+  - One deploy at a time per host. A lock that dies with its holder, so a crashed deploy never blocks the next.
+author:
+  - ansinix.nixos contributors
+extends_documentation_fragment:
+  - ansinix.nixos.nix
+attributes:
+  check_mode:
+    support: full
+    details: Runs C(switch-to-configuration dry-activate) and reports the units that would change. Nothing changes.
+  diff_mode:
+    support: full
+    details: The closure diff between the running system and the new one, with the packages that are added,
+      removed, or change version.
+  action:
+    support: full
+    details: The action plugin sends the confirmation for the magic rollback over a new connection.
+options:
+  path:
+    description:
+      - The store path of the system, such as RV(ansinix.nixos.nix_build#module:out_path).
+      - Exactly one of O(path), O(rollback) and O(generation) is required.
+    type: str
+  rollback:
+    description:
+      - Go back to the generation before the current one of O(profile), like C(nixos-rebuild switch --rollback).
+    type: bool
+    default: false
+  generation:
+    description:
+      - Switch to this existing generation of O(profile).
+    type: int
+  action:
+    description:
+      - V(switch) makes the system the boot default and activates it. V(boot) makes it the boot default only,
+        for the next reboot. V(test) activates it and leaves the boot default as it was. V(dry-activate)
+        only says what would happen.
+    type: str
+    choices: [switch, boot, test, dry-activate]
+    default: switch
+  install_bootloader:
+    description:
+      - Install the boot loader itself, not only its entries (C(NIXOS_INSTALL_BOOTLOADER=1)).
+    type: bool
+    default: false
+  profile:
+    description:
+      - The system profile.
+    type: path
+    default: /nix/var/nix/profiles/system
+  specialisation:
+    description:
+      - Activate this specialisation of the system (the profile gets the system itself).
+    type: str
+  require_nixos:
+    description:
+      - Refuse to switch a host that is not NixOS (has no C(/etc/NIXOS)).
+    type: bool
+    default: true
+  rollback_on_failure:
+    description:
+      - When the activation fails (for example, units fail to start), go back to the previous generation,
+        activate it again, delete the failed generation, and fail the task with RV(rolled_back=true).
+    type: bool
+    default: true
+  confirm_timeout:
+    description:
+      - Seconds the host waits after a V(switch) or V(test) for the controller to confirm, over a new
+        connection, that it can still log in. Without a confirmation the host rolls itself back.
+      - V(0) turns the magic rollback off.
+    type: int
+    default: 30
+  keep_generations:
+    description:
+      - After a successful switch, delete system generations beyond the newest N. Never the current one, the
+        booted one, or one a pending confirmation may roll back to.
+    type: int
+  lock_timeout:
+    description:
+      - Seconds to wait for another deploy on the same host to finish.
+    type: int
+    default: 300
+  activation_timeout:
+    description:
+      - Seconds to wait for the activation to finish. It goes on on the host after that; the task fails.
+    type: int
+    default: 1800
+notes:
+  - Run with C(become) when the SSH user is not root.
+seealso:
+  - module: ansinix.nixos.nix_build
+  - module: ansinix.nixos.nix_copy_closure
+  - name: nixos-rebuild
+    description: What NixOS's own tool does with a system, step by step.
+    link: https://nixos.org/manual/nixos/stable/#sec-changing-config
+"""
+
+EXAMPLES = r"""
+- name: Switch to the system built earlier, rolling back if it breaks SSH
+  ansinix.nixos.nixos_switch:
+    path: "{{ web1_system.out_path }}"
+    keep_generations: 10
+
+- name: Only make it the boot default (activate on the next reboot)
+  ansinix.nixos.nixos_switch:
+    path: "{{ web1_system.out_path }}"
+    action: boot
+
+- name: Go back to the previous generation
+  ansinix.nixos.nixos_switch:
+    rollback: true
+
+- name: Go to generation 42
+  ansinix.nixos.nixos_switch:
+    generation: 42
+
+# Ad hoc, with become for a non-root SSH user:
+#   ansible web -b -m ansinix.nixos.nixos_switch -a "path=/nix/store/...-nixos-system-web1 action=test"
+"""
+
+RETURN = r"""
+system:
+  description: The system the task switched to (O(path), or the system of the generation chosen).
+  returned: always
+  type: str
+  sample: /nix/store/25hvkkbz4ary5jnyxvis6jiz96553yx5-nixos-system-web1-2
+previous:
+  description: The system that was active before (C(/run/current-system)).
+  returned: always
+  type: str
+  sample: /nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-1
+current:
+  description: The system that is active now.
+  returned: always
+  type: str
+  sample: /nix/store/25hvkkbz4ary5jnyxvis6jiz96553yx5-nixos-system-web1-2
+generation:
+  description: The current generation number of O(profile) afterwards.
+  returned: always
+  type: int
+  sample: 7
+action:
+  description: The action that was run.
+  returned: always
+  type: str
+  sample: switch
+units:
+  description: The units switch-to-configuration stopped, reloaded, restarted, started, or saw fail. In
+    check mode, those it would change.
+  returned: always
+  type: dict
+  sample: {"stopped": [], "reloaded": ["dbus.service"], "restarted": ["nginx.service"], "started": [], "failed": []}
+reboot_required:
+  description: The new system's kernel, initrd or kernel modules differ from the booted system's.
+  returned: always
+  type: bool
+rolled_back:
+  description: The host went back to its previous generation (failed activation, or no confirmation).
+  returned: always
+  type: bool
+log_tail:
+  description: The last lines switch-to-configuration printed.
+  returned: when something ran
+  type: str
+log:
+  description: Directory on the host with the activation's output and the runner's log.
+  returned: when something ran
+  type: str
+deleted_generations:
+  description: Generations deleted because of O(keep_generations).
+  returned: when something ran
+  type: list
+  elements: int
+closure_diff:
+  description: Packages added, removed, and changed between the previous and the new system (diff mode).
+  returned: in diff mode
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ansinix.nixos.plugins.module_utils.nix import Nix, NixError
+from ansible_collections.ansinix.nixos.plugins.module_utils.switch import Switch
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="str"),
+            rollback=dict(type="bool", default=False),
+            generation=dict(type="int"),
+            action=dict(type="str", default="switch", choices=["switch", "boot", "test", "dry-activate"]),
+            install_bootloader=dict(type="bool", default=False),
+            profile=dict(type="path", default="/nix/var/nix/profiles/system"),
+            specialisation=dict(type="str"),
+            require_nixos=dict(type="bool", default=True),
+            rollback_on_failure=dict(type="bool", default=True),
+            confirm_timeout=dict(type="int", default=30),
+            keep_generations=dict(type="int"),
+            lock_timeout=dict(type="int", default=300),
+            activation_timeout=dict(type="int", default=1800),
+            nix_path=dict(type="list", elements="str", default=[]),
+            use_environment_nix_path=dict(type="bool", default=False),
+            options=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    chosen = [name for name in ("path", "rollback", "generation") if params[name] not in (None, False)]
+    if len(chosen) != 1:
+        module.fail_json(msg="give exactly one of path, rollback=true or generation (got: %s)" % (", ".join(chosen) or "none"))
+    for name in ("confirm_timeout", "lock_timeout", "activation_timeout"):
+        if params[name] < 0:
+            module.fail_json(msg="%s must be 0 or more seconds, not %d" % (name, params[name]))
+    if params["keep_generations"] is not None and params["keep_generations"] < 1:
+        module.fail_json(msg="keep_generations must be 1 or more (the current generation is always kept)")
+    nix = Nix(module, nix_path=params["nix_path"], options=params["options"],
+              use_environment_nix_path=params["use_environment_nix_path"])
+    try:
+        result = Switch(module, nix, params).run(module.check_mode, module._diff)
+    except NixError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
