@@ -133,6 +133,7 @@ class Builder:
 
     def evaluate(self):
         """(drv_path, out_path) without building anything."""
+        self.nix.version()  # no nix here: say so before anything else
         attr = attribute(self.params)
         drv = self._flake_drv(attr) if self.params.get("flake") else self._instantiate_file(attr)
         _rc, out, _err = self.nix.run("nix-store", ["--query", "--outputs", drv])
