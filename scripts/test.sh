@@ -19,7 +19,7 @@ step() {
 
 lint_roles_and_playbooks() {
   local targets=()
-  for d in roles playbooks; do
+  for d in roles playbooks examples; do
     [ -n "$(find "$d" -name '*.yml' 2>/dev/null | head -1)" ] && targets+=("$d")
   done
   if [ ${#targets[@]} = 0 ]; then echo "no roles or playbooks yet"; return 0; fi

@@ -1,0 +1,64 @@
+"""The README's demo: three local test hosts deployed with the collection through ansible-playbook.
+
+    ./scripts/demo.sh             deploy (again: nothing changes)
+    ./scripts/demo.sh version=2   deploy a new generation
+    ./scripts/demo.sh stop        remove the demo hosts
+"""
+import os
+import subprocess
+import sys
+
+from ansinix_test import REPO_ROOT
+from ansinix_test.ansible import ansible_env
+from ansinix_test.hosts import HostError, TestHosts
+from ansinix_test.systems import build_system
+
+HOSTS = ["web1", "web2", "mon"]
+PLAYBOOK = os.path.join(REPO_ROOT, "examples", "demo", "deploy.yml")
+
+
+def say(text=""):
+    print(text, flush=True)
+
+
+def main(argv):
+    hosts = TestHosts(prefix=os.environ.get("ANSINIX_DEMO_PREFIX") or "demo")
+    if argv[:1] == ["stop"]:
+        hosts.stop()
+        say("The demo hosts are gone.")
+        return 0
+    version = next((a.split("=", 1)[1] for a in argv if a.startswith("version=")), "1")
+    say("== Starting three test hosts (network + mount namespaces, each with its own sshd and Nix store)")
+    base = build_system(name="installer")
+    hosts.start(HOSTS, options={name: {"system": base} for name in HOSTS})
+    for host in hosts:
+        say("   %-5s %-14s %s" % (host.name, host.address, host.readlink("/run/current-system")))
+    say()
+    say("== Deploying with: ansible-playbook -i %s %s -e demo_version=%s" % (hosts.inventory_path, PLAYBOOK, version))
+    proc = subprocess.run(["ansible-playbook", "-i", hosts.inventory_path, PLAYBOOK, "-e", "demo_version=" + version],
+                          env=ansible_env(hosts), check=False)
+    if proc.returncode != 0:
+        say("The deploy failed (exit %d); the output above says why." % proc.returncode)
+        return proc.returncode
+    say()
+    say("== What the hosts run now")
+    for host in hosts:
+        say("   %-5s generation %s  %s" % (host.name, host.generation(), host.readlink("/run/current-system")))
+    say("   mon's Prometheus targets (from the other hosts' addresses): %s"
+        % hosts["mon"].read_file("/etc/static/prometheus/targets.json"))
+    say()
+    say("Look around:")
+    say("   ssh -i %s -o UserKnownHostsFile=%s root@%s readlink /run/current-system"
+        % (hosts.ssh_key_path, hosts.known_hosts_path, hosts["web1"].address))
+    say("   source scripts/env.sh && python -m ansinix_test.hosts --prefix demo exec mon -- ls -l /nix/var/nix/profiles")
+    say("Run ./scripts/demo.sh again: nothing changes (changed=0). ./scripts/demo.sh version=2 deploys a new")
+    say("generation; ./scripts/demo.sh stop removes the hosts.")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except HostError as exc:
+        print("demo: %s" % exc, file=sys.stderr)
+        sys.exit(1)
