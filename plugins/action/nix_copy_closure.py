@@ -49,13 +49,14 @@ class ActionModule(ActionBase):
 
     # -- the target, through Ansible's own connection -----------------------------------------------
 
-    def _remote(self, cmd):
-        res = self._low_level_execute_command(cmd, sudoable=True)
+    def _remote(self, what, cmd):
+        res = self._low_level_execute_command("PATH=$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin; " + cmd,
+                                              sudoable=True)
         if res.get("rc") == NO_NIX_RC:
             raise NixError("`nix-store` was not found on %s: %s" % (self._task_host(), INSTALL_HINT))
         if res.get("rc") != 0:
-            raise NixError("on %s, %s failed: %s" % (self._task_host(), cmd.split()[0],
-                                                   error_summary(res.get("stderr") or res.get("stdout") or "")))
+            output = res.get("stderr") or res.get("stdout") or ""
+            raise NixError("on %s, %s failed: %s" % (self._task_host(), what, error_summary(output)))
         return res.get("stdout", "")
 
     def _task_host(self):
@@ -67,7 +68,7 @@ class ActionModule(ActionBase):
         missing = set()
         for start in range(0, len(closure), QUERY_CHUNK):
             chunk = closure[start:start + QUERY_CHUNK]
-            out = self._remote("PATH=$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin; "
+            out = self._remote("asking which paths are missing",
                                "command -v nix-store >/dev/null || exit %d; nix-store --check-validity --print-invalid %s"
                                % (NO_NIX_RC, " ".join(chunk)))
             missing.update(out.split())
@@ -121,8 +122,7 @@ class ActionModule(ActionBase):
             self._transfer_file(export.name, remote)
         reader = "gzip -dc %s" % shlex.quote(remote) if compress else "cat %s" % shlex.quote(remote)
         try:
-            self._remote("PATH=$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin; "
-                         "%s | nix-store --import >/dev/null" % reader)
+            self._remote("nix-store --import", "%s | nix-store --import >/dev/null" % reader)
         finally:
             self._low_level_execute_command("rm -f %s" % shlex.quote(remote), sudoable=False)
         return size

@@ -115,7 +115,7 @@ class Builder:
             rc, out, err = self.nix.run("nix", feats + ["flake", "metadata", "--json", ref], check=False)
             if rc == 0:
                 locked = json.loads(out)["url"]
-                head, _, rest = attr.partition(".config.")
+                head, _sep, rest = attr.partition(".config.")
                 # args reach the configuration purely: a function output is applied to them, a NixOS
                 # configuration gets them as the module argument `ansinixArgs` (extendModules).
                 expr = (

@@ -12,9 +12,9 @@ version_added: 0.1.0
 description:
   - Evaluates and builds a flake output or an attribute of a Nix file with the Nix of the host the task
     runs on, and keeps the result alive with a garbage collector root until it is deployed.
-  - Runs wherever the task runs, so the build happens where there is room and CPU; the
-    controller (C(delegate_to: localhost)), the target itself (a laptop with no Nix at all then only
-    sends the source), or any builder host in the inventory.
+  - Runs wherever the task runs, so the build happens where there is room and CPU. That can be the
+    controller (with C(delegate_to=localhost)), the target itself (a laptop with no Nix at all then
+    only sends the source), or any builder host in the inventory.
   - Evaluation is pure and repeatable. O(args) reach the expression as data (JSON), not through
     C(--impure) or environment variables, and the caller's C(NIX_PATH) is ignored unless asked for.
 author:

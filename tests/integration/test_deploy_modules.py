@@ -14,9 +14,8 @@ PROFILE = "/nix/var/nix/profiles/system"
 
 
 def v2(**extra):
-    knobs = dict(name="base", version="2", units={"sshd.service": "openssh 9.6", "nginx.service": "nginx 1.25",
-                                                   "dbus.service": "dbus 1.15"},
-                 packages={"nginx": "1.25.0", "openssl": "3.0.13", "coreutils": "9.4"})
+    units = {"sshd.service": "openssh 9.6", "nginx.service": "nginx 1.25", "dbus.service": "dbus 1.15"}
+    knobs = dict(name="base", version="2", units=units, packages={"nginx": "1.25.0", "openssl": "3.0.13", "coreutils": "9.4"})
     knobs.update(extra)
     return build_system(**knobs)
 
