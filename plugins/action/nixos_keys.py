@@ -85,8 +85,8 @@ class ActionModule(ActionBase):
             raise KeysError("key %r: command did not finish within 300 seconds" % name) from None
         if proc.returncode != 0:
             # Only the exit code: what a failing secret command prints may itself be sensitive.
-            raise KeysError("key %r: command %r failed on the controller (exit %d)" % (name, command.split()[0] if command.split() else command,
-                                                                                      proc.returncode))
+            program = command.split()[0] if command.split() else command
+            raise KeysError("key %r: command %r failed on the controller (exit %d)" % (name, program, proc.returncode))
         try:
             return proc.stdout.decode("utf-8")
         except UnicodeDecodeError:

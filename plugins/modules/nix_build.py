@@ -18,8 +18,10 @@ description:
   - Evaluation is pure and repeatable. O(args) reach the expression as data (JSON), not through
     C(--impure) or environment variables, and the caller's C(NIX_PATH) is ignored unless asked for.
 author:
-  - ansinix.nixos contributors
+  - ansinix.nixos maintainers (@ansinix)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - ansinix.nixos.nix
 attributes:
   check_mode:
@@ -27,6 +29,12 @@ attributes:
     details: Evaluates only and returns the O(out_link) and the would-be RV(out_path); builds nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+  action_group:
+    support: full
+    membership:
+      - ansinix.nixos.nixos
 options:
   flake:
     description:

@@ -24,7 +24,11 @@ description:
   - A copy that is killed half-way leaves the host's store valid (each path is imported whole or not at
     all); the next run sends what is still missing.
 author:
-  - ansinix.nixos contributors
+  - ansinix.nixos maintainers (@ansinix)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - ansible.builtin.action_common_attributes.flow
 attributes:
   check_mode:
     support: full
@@ -34,6 +38,16 @@ attributes:
   action:
     support: full
     details: Runs on the controller and uses the task's connection.
+  platform:
+    platforms: posix
+  action_group:
+    support: full
+    membership:
+      - ansinix.nixos.nixos
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 options:
   path:
     description:

@@ -25,7 +25,11 @@ description:
     which is active while the key file exists. NixOps and colmena users write C(after = [ "foo-key.service" ])
     as before.
 author:
-  - ansinix.nixos contributors
+  - ansinix.nixos maintainers (@ansinix)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - ansible.builtin.action_common_attributes.flow
 attributes:
   check_mode:
     support: full
@@ -34,7 +38,17 @@ attributes:
     details: Paths, owners and modes; never contents.
   action:
     support: full
-    details: The action plugin reads O(keys.src) and runs O(keys.command) on the controller.
+    details: The action plugin reads C(src) and runs C(command) on the controller.
+  platform:
+    platforms: posix
+  action_group:
+    support: full
+    membership:
+      - ansinix.nixos.nixos
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 options:
   keys:
     description:
@@ -114,7 +128,8 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.keys import KeysErro
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            keys=dict(type="dict", required=True),
+            # Names, owners and modes only: the secrets come in `contents`.
+            keys=dict(type="dict", required=True, no_log=False),
             contents=dict(type="dict", no_log=True),
             dest_dir=dict(type="path", default="/run/keys"),
             prune=dict(type="bool", default=True),

@@ -25,8 +25,11 @@ description:
     arrives, and the host rolls itself back.
   - One deploy at a time per host. A lock that dies with its holder, so a crashed deploy never blocks the next.
 author:
-  - ansinix.nixos contributors
+  - ansinix.nixos maintainers (@ansinix)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - ansible.builtin.action_common_attributes.flow
   - ansinix.nixos.nix
 attributes:
   check_mode:
@@ -39,6 +42,16 @@ attributes:
   action:
     support: full
     details: The action plugin sends the confirmation for the magic rollback over a new connection.
+  platform:
+    platforms: posix
+  action_group:
+    support: full
+    membership:
+      - ansinix.nixos.nixos
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 options:
   path:
     description:

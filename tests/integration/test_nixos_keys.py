@@ -110,7 +110,7 @@ def test_a_watcher_never_sees_a_wider_mode(host, run_playbook):
         run = run_playbook(keys_play(keys.replace(SECRET, SECRET + "v%d" % version)))
         assert run.rc == 0, run
     host.run("touch /tmp/stop")
-    for _ in range(100):
+    for _attempt in range(100):
         if host.exists("/tmp/seen"):
             break
         time.sleep(0.1)
