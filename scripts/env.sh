@@ -8,4 +8,4 @@ export ANSIBLE_COLLECTIONS_PATH="$ANSINIX_ROOT/.build/collections"
 export PYTHONPATH="$ANSINIX_ROOT/tests/lib${PYTHONPATH:+:$PYTHONPATH}"
 export NIX_CONFIG="substituters =
 sandbox = false"
-export ANSIBLE_FORCE_COLOR=0
+export ANSIBLE_NOCOLOR=1

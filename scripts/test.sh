@@ -27,11 +27,21 @@ lint_roles_and_playbooks() {
 }
 
 build_collection() {
+  # The tarball must install and document every plugin, with examples, on its own.
   local out=.build/dist
   rm -rf "$out" && mkdir -p "$out"
   ansible-galaxy collection build --output-path "$out" . &&
-    ansible-galaxy collection install -p "$out/installed" "$out"/ansinix-nixos-*.tar.gz &&
-    ANSIBLE_COLLECTIONS_PATH="$out/installed" ansible-doc -l ansinix.nixos
+    ansible-galaxy collection install --force -p "$out/installed" "$out"/ansinix-nixos-*.tar.gz || return 1
+  local plugins
+  plugins=$(ANSIBLE_COLLECTIONS_PATH="$out/installed" ansible-doc -l ansinix.nixos -j | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)))')
+  [ -n "$plugins" ] || { echo "ansible-doc lists no modules of the built collection"; return 1; }
+  local p
+  for p in $plugins; do
+    ANSIBLE_COLLECTIONS_PATH="$out/installed" ansible-doc "$p" | grep -q '^EXAMPLES:' || { echo "$p: no examples in ansible-doc"; return 1; }
+  done
+  ANSIBLE_COLLECTIONS_PATH="$out/installed" ansible-doc -t inventory ansinix.nixos.hetzner | grep -q '^EXAMPLES:' ||
+    { echo "ansinix.nixos.hetzner: no examples in ansible-doc"; return 1; }
+  echo "built, installed and documented: $plugins ansinix.nixos.hetzner"
 }
 
 step "unit tests" pytest -q tests/unit

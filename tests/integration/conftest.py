@@ -35,6 +35,7 @@ def fresh_hosts(testhosts):
         for name in names:
             testhosts[name].reset()
         testhosts.write_inventory()
+        ansible.stop_ssh_masters(testhosts)
         return [testhosts[name] for name in names]
     return start
 

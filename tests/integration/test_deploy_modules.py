@@ -229,7 +229,9 @@ def test_nix_build_on_the_target_and_on_the_controller(host, run_playbook):
       delegate_to: localhost
       check_mode: true
 """ % ("/etc/ansinix-fixtures/nixos", FLAKE_DIR, os.getpid())
-    host.run("mkdir -p /etc/ansinix-fixtures && cp -r %s /etc/ansinix-fixtures/" % FIXTURES_DIR)
+    # The host sees its own /tmp and /etc: send the fixture files through the harness.
+    archive = subprocess.run(["tar", "-C", os.path.dirname(FIXTURES_DIR), "-c", "nixos"], capture_output=True, check=True).stdout
+    host.run("mkdir -p /etc/ansinix-fixtures && tar -C /etc/ansinix-fixtures -x", input=archive)
     run = run_playbook(play)
     assert run.rc == 0, run
     on_target = run.result("On the target", "dm1")

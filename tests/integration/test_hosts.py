@@ -16,6 +16,15 @@ def own_hosts():
     hosts.stop()
 
 
+def alive(pid):
+    """Running, not a zombie waiting for its parent to reap it."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="ascii") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def machine_state(prefix):
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
@@ -123,4 +132,4 @@ def test_stop_leaves_nothing_and_start_recovers_from_a_crash(own_hosts):
     recovered.stop()
     state = machine_state("axhosts")
     assert state == {"netns": [], "mounts": [], "links": [], "state_dir": False}, state
-    assert not [pid for pid in pids if os.path.exists("/proc/%d" % pid)]
+    assert not [pid for pid in pids if alive(pid)]

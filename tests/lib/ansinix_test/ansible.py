@@ -15,7 +15,6 @@ def ansible_env(hosts=None, extra=None):
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO_ROOT, ".build", "collections"),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_PIPELINING": "True",
@@ -27,6 +26,16 @@ def ansible_env(hosts=None, extra=None):
         env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = os.path.join(hosts.state_dir, "cp")
     env.update(extra or {})
     return env
+
+
+def stop_ssh_masters(hosts):
+    """End the multiplexed SSH connections to these hosts: after a host is reset they point at a dead sshd."""
+    control_dir = os.path.join(hosts.state_dir, "cp")
+    if not os.path.isdir(control_dir):
+        return
+    for name in os.listdir(control_dir):
+        subprocess.run(["ssh", "-o", "ControlPath=" + os.path.join(control_dir, name), "-O", "exit", "unused"],
+                       capture_output=True, timeout=30, check=False)
 
 
 def run_ansible(args, hosts=None, env=None, timeout=600):
@@ -61,7 +70,9 @@ class PlaybookRun:
         return counts
 
     def __repr__(self):
-        return "<PlaybookRun rc=%d>\n%s\n%s" % (self.rc, self.stdout[-4000:], self.stderr[-4000:])
+        # Failures first: pytest cuts long messages, and these lines say what went wrong.
+        failures = [line for line in self.stdout.splitlines() if line.startswith(("fatal:", "failed:")) or "UNREACHABLE" in line]
+        return "<PlaybookRun rc=%d>\n%s\n---\n%s\n%s" % (self.rc, "\n".join(failures)[:3000], self.stdout[-3000:], self.stderr[-2000:])
 
 
 def run_playbook(playbook, hosts=None, args=(), env=None, timeout=900):
