@@ -10,7 +10,9 @@ import shlex
 import subprocess
 import tempfile
 
+from ansible import constants as C
 from ansible.errors import AnsibleError
+from ansible.playbook.play_context import PlayContext
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.copy_closure import (
@@ -31,6 +33,82 @@ def local(argv, stdout=subprocess.PIPE, env=None):
     if proc.returncode != 0:
         raise NixError("%s failed on the controller: %s" % (argv[0], error_summary(proc.stderr.decode(errors="replace"))))
     return proc.stdout.decode() if isinstance(proc.stdout, bytes) else ""
+
+
+class ControllerStore:
+    """The controller's own Nix store as the source of a copy."""
+
+    name = "the controller"
+
+    def run(self, argv):
+        return local(argv)
+
+    def export_to(self, paths, local_file, compress):
+        exporter = subprocess.Popen(["nix-store", "--export"] + paths, stdout=subprocess.PIPE if compress else local_file,
+                                    stderr=subprocess.PIPE)
+        gzip_rc = 0
+        if compress:
+            gzip_rc = subprocess.run(["gzip", "-1"], stdin=exporter.stdout, stdout=local_file, check=False).returncode
+            exporter.stdout.close()
+        err = exporter.communicate()[1]
+        if exporter.returncode != 0 or gzip_rc != 0:
+            raise NixError("nix-store --export failed on the controller: %s" % error_summary(err.decode(errors="replace")))
+
+    def close(self):
+        pass
+
+
+class HostStore:
+    """Another inventory host's store as the source: the controller relays, so the two hosts need no SSH trust."""
+
+    def __init__(self, action, name, task_vars):
+        self.name = name
+        hostvars = task_vars.get("hostvars", {})
+        if name not in hostvars:
+            raise NixError("src_host %r is not a host of the inventory" % name)
+        variables = dict(hostvars[name])
+        templar = action._templar
+        variables.setdefault("ansible_host", name)
+        play_context = PlayContext().set_task_and_variable_override(task=action._task, variables=variables, templar=templar)
+        conn_type = templar.template(variables.get("ansible_connection", "ssh"))
+        self.connection = action._shared_loader_obj.connection_loader.get(conn_type, play_context, None)
+        if self.connection is None:
+            raise NixError("src_host %r: connection plugin %r not found" % (name, conn_type))
+        options = {}
+        for var in C.config.get_plugin_vars("connection", self.connection._load_name):
+            if var in variables:
+                options[var] = templar.template(variables[var])
+        self.connection.set_options(task_keys=action._task.dump_attrs(), var_options=options)
+        self.connection._shell.set_options(var_options={})
+        self.tmpdir = None
+
+    def _exec(self, cmd):
+        # Not sudoable: no terminal is allocated, so the output is exactly what the command printed.
+        rc, out, err = self.connection.exec_command(
+            "/bin/sh -c %s" % shlex.quote("PATH=$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin; " + cmd),
+            sudoable=False)
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def run(self, argv):
+        rc, out, err = self._exec(" ".join(shlex.quote(a) for a in argv))
+        if rc == NO_NIX_RC:
+            raise NixError("`%s` was not found on src_host %s: %s" % (argv[0], self.name, INSTALL_HINT))
+        if rc != 0:
+            raise NixError("%s failed on src_host %s: %s" % (argv[0], self.name, error_summary(err or out)))
+        return out
+
+    def export_to(self, paths, local_file, compress):
+        if self.tmpdir is None:
+            self.tmpdir = self.run(["mktemp", "-d", "/tmp/ansinix-export.XXXXXX"]).strip()
+        remote = self.tmpdir + "/closure.nar"
+        self.run(["sh", "-c", "nix-store --export \"$@\" %s> %s" % ("| gzip -1 " if compress else "", shlex.quote(remote)), "export"] + paths)
+        self.connection.fetch_file(remote, local_file.name)
+        self.run(["rm", "-f", remote])
+
+    def close(self):
+        if self.tmpdir:
+            self._exec("rm -rf %s" % shlex.quote(self.tmpdir))
+        self.connection.close()
 
 
 class ActionModule(ActionBase):
@@ -78,44 +156,49 @@ class ActionModule(ActionBase):
 
     def _copy(self, args, task_vars):
         paths = [check_store_path(p) for p in args["path"]]
-        invalid = local(["nix-store", "--check-validity", "--print-invalid"] + paths).split()
-        if invalid:
-            raise NixError("not in the controller's Nix store: %s (build it there first, e.g. ansinix.nixos.nix_build "
-                           "with delegate_to: localhost)" % ", ".join(invalid))
-        # Dependencies come before the paths that refer to them, as an import needs.
-        closure = local(["nix-store", "--query", "--requisites"] + paths).split()
-        missing = self._missing_on_target(closure)
         method = choose_method(args["method"], args["use_substitutes"])
+        if args["src_host"]:
+            if method == "ssh":
+                raise NixError("src_host copies through the controller, which method=ssh cannot do; use method=stream")
+            source = HostStore(self, args["src_host"], task_vars)
+        else:
+            source = ControllerStore()
+        try:
+            return self._copy_from(source, paths, method, args, task_vars)
+        finally:
+            source.close()
+
+    def _copy_from(self, source, paths, method, args, task_vars):
+        invalid = source.run(["nix-store", "--check-validity", "--print-invalid"] + paths).split()
+        if invalid:
+            raise NixError("not in the Nix store of %s: %s (build it there first, e.g. ansinix.nixos.nix_build "
+                           "with delegate_to: localhost)" % (source.name, ", ".join(invalid)))
+        # Dependencies come before the paths that refer to them, as an import needs.
+        closure = source.run(["nix-store", "--query", "--requisites"] + paths).split()
+        missing = self._missing_on_target(closure)
         result = {"changed": bool(missing), "missing": missing, "copied": 0, "bytes": 0, "method": method,
                   "closure_size": len(closure)}
         if not missing or self._task.check_mode:
             return result
-        sizes = dict(zip(missing, (int(n) for n in local(["nix-store", "--query", "--size"] + missing).split())))
+        sizes = dict(zip(missing, (int(n) for n in source.run(["nix-store", "--query", "--size"] + missing).split())))
         result["nar_bytes"] = sum(sizes.values())
         if method == "ssh":
             self._copy_ssh(paths, args, task_vars)
             result.update(copied=len(missing), bytes=result["nar_bytes"])
         else:
             for batch in batches(missing, sizes, args["batch_size"] * MIB):
-                result["bytes"] += self._stream_batch(batch, args["compress"])
+                result["bytes"] += self._stream_batch(source, batch, args["compress"])
                 result["copied"] += len(batch)
         still_missing = self._missing_on_target(closure)
         if still_missing:
             raise NixError("after the copy, %d paths are still missing on the target, e.g. %s" % (len(still_missing), still_missing[0]))
         return result
 
-    def _stream_batch(self, batch, compress):
+    def _stream_batch(self, source, batch, compress):
         """Export a batch to a file (disk, not memory), send it with the connection's own file transfer, import as root."""
         remote_tmp = self._connection._shell.tmpdir or self._make_tmp_path()
         with tempfile.NamedTemporaryFile(prefix="ansinix-nar-", suffix=".nar") as export:
-            exporter = subprocess.Popen(["nix-store", "--export"] + batch, stdout=subprocess.PIPE if compress else export,
-                                        stderr=subprocess.PIPE)
-            if compress:
-                gzip = subprocess.run(["gzip", "-1"], stdin=exporter.stdout, stdout=export, check=False)
-                exporter.stdout.close()
-            err = exporter.communicate()[1]
-            if exporter.returncode != 0 or (compress and gzip.returncode != 0):
-                raise NixError("nix-store --export failed on the controller: %s" % error_summary(err.decode(errors="replace")))
+            source.export_to(batch, export, compress)
             export.flush()
             size = os.path.getsize(export.name)
             remote = self._connection._shell.join_path(remote_tmp, "closure.nar" + (".gz" if compress else ""))

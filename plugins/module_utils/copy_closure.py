@@ -13,6 +13,7 @@ ARGUMENT_SPEC = dict(
     use_substitutes=dict(type="bool", default=False),
     compress=dict(type="bool", default=False),
     batch_size=dict(type="int", default=256),
+    src_host=dict(type="str"),
 )
 
 # A missing nix-store on the target shows as "command not found" (127) from the shell.

@@ -72,6 +72,13 @@ options:
       - Compress the archives on the wire (gzip). Helps on slow links; costs CPU on fast ones.
     type: bool
     default: false
+  src_host:
+    description:
+      - Copy from the Nix store of this inventory host (a builder) instead of the controller's. The controller
+        relays the archives through its own connections to both hosts, so they need no SSH trust between them,
+        and the controller needs no Nix.
+      - Only with O(method=stream) (or V(auto)).
+    type: str
   batch_size:
     description:
       - The most MiB of archives sent and imported at once by V(stream). Bounds the temporary disk space used
@@ -95,6 +102,12 @@ EXAMPLES = r"""
 - name: As a non-root SSH user, importing as root
   ansinix.nixos.nix_copy_closure:
     path: "{{ web1_system.out_path }}"
+  become: true
+
+- name: Copy from the builder host where the system was built
+  ansinix.nixos.nix_copy_closure:
+    path: "{{ hostvars['builder'].web1_system.out_path }}"
+    src_host: builder
   become: true
 
 - name: Let the host fetch from cache.nixos.org what it can

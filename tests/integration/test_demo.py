@@ -6,9 +6,11 @@ import subprocess
 from ansinix_test import REPO_ROOT
 from ansinix_test.hosts import TestHosts
 
+DEMO_PREFIX = (os.environ.get("ANSINIX_TESTHOSTS_PREFIX") or "ax")[:4] + "demo"
+
 
 def run_demo(*args):
-    env = dict(os.environ, ANSINIX_DEMO_PREFIX="axdemo")
+    env = dict(os.environ, ANSINIX_DEMO_PREFIX=DEMO_PREFIX)
     return subprocess.run(["python", "-m", "ansinix_test.demo"] + list(args), cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
 
@@ -23,7 +25,7 @@ def test_demo_deploys_then_changes_nothing():
         assert first.returncode == 0, first.stdout + first.stderr
         # Copy and switch change every host; the build may find its result already in the store.
         assert {h: ok == 3 and c >= 2 for h, (ok, c) in recap(first.stdout).items()} == {"mon": True, "web1": True, "web2": True}
-        hosts = TestHosts(prefix="axdemo")
+        hosts = TestHosts(prefix=DEMO_PREFIX)
         for name in ("web1", "web2", "mon"):
             assert hosts[name].readlink("/run/current-system").endswith("-nixos-system-%s-1" % name)
             assert hosts[name].generation() == 2
@@ -36,4 +38,4 @@ def test_demo_deploys_then_changes_nothing():
     finally:
         stop = run_demo("stop")
         assert stop.returncode == 0
-    assert not os.path.exists("/srv/ansinix-testhosts/axdemo")
+    assert not os.path.exists("/srv/ansinix-testhosts/" + DEMO_PREFIX)

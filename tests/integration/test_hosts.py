@@ -6,11 +6,14 @@ import pytest
 
 from ansinix_test.hosts import TestHosts
 
+# A set of its own, next to the session's hosts (and to other suites, which have other prefixes).
+OWN_PREFIX = (os.environ.get("ANSINIX_TESTHOSTS_PREFIX") or "ax")[:3] + "hosts"
+
 
 @pytest.fixture
 def own_hosts():
     """A set of hosts with a prefix of its own, so stop and crash recovery can be tested in isolation."""
-    hosts = TestHosts(prefix="axhosts")
+    hosts = TestHosts(prefix=OWN_PREFIX)
     hosts.stop()
     yield hosts
     hosts.stop()
@@ -111,7 +114,7 @@ def test_reboot_gives_new_boot_id_and_empty_run(own_hosts):
 def test_start_is_idempotent(own_hosts):
     (web1,) = own_hosts.start(["web1"])
     boot_id, pids = web1.boot_id(), sorted(web1.pids())
-    again = TestHosts(prefix="axhosts")
+    again = TestHosts(prefix=OWN_PREFIX)
     again.start(["web1"])
     assert again["web1"].boot_id() == boot_id
     assert sorted(again["web1"].pids()) == pids
@@ -119,17 +122,17 @@ def test_start_is_idempotent(own_hosts):
 
 def test_stop_leaves_nothing_and_start_recovers_from_a_crash(own_hosts):
     own_hosts.start(["web1", "web2"])
-    assert machine_state("axhosts")["netns"]
+    assert machine_state(OWN_PREFIX)["netns"]
     # A crash: every process of the hosts killed, namespaces and mounts left as they were.
     for host in own_hosts:
         subprocess.run(["kill", "-9"] + [str(p) for p in host.pids()], check=True)
-    recovered = TestHosts(prefix="axhosts")
+    recovered = TestHosts(prefix=OWN_PREFIX)
     web1, web2 = recovered.start(["web1", "web2"])
     assert web1.ssh(["hostname"]).stdout.strip() == "web1"
     assert web2.ssh(["hostname"]).stdout.strip() == "web2"
     pids = [pid for host in recovered for pid in host.pids()]
     assert pids
     recovered.stop()
-    state = machine_state("axhosts")
+    state = machine_state(OWN_PREFIX)
     assert state == {"netns": [], "mounts": [], "links": [], "state_dir": False}, state
     assert not [pid for pid in pids if alive(pid)]

@@ -112,7 +112,7 @@ class FakeHetzner:
         return self.cloud_servers[start:]
 
     def queue(self, path_prefix, status, body, headers=None, times=1):
-        for _ in range(times):
+        for _time in range(times):
             self.queued.append((path_prefix, status, headers or {}, body))
 
     def count(self, prefix=""):
