@@ -111,8 +111,11 @@ class Switch:
         lock = DeployLock(self.params["lock_timeout"])
         lock.acquire()
         try:
+            # Read the host again under the lock: a deploy that held it may have changed it, and the
+            # rollback target must be what is active now.
+            previous = realpath_or_none(CURRENT_SYSTEM)
+            result.update(previous=previous, current=previous, generation=self.profile.current_generation())
             if self.up_to_date(path, activate_path):
-                # Re-read after the lock: a deploy that held it may have done the work already.
                 result["last_activation"] = last_status()
                 return result
             previous_generation = self.profile.current_generation()

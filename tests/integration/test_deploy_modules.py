@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from ansinix_test.ansible import ansible_env
 from ansinix_test.systems import FIXTURES_DIR, FLAKE_DIR, build_system, closure, nar_size
 
 PROFILE = "/nix/var/nix/profiles/system"
@@ -191,7 +192,7 @@ def test_ssh_copy_method(host, run_ansible):
 def test_copy_killed_half_way_then_rerun(host, run_ansible, testhosts):
     big = build_system(name="big", payloadMiB=300, payloadSeed="kill")
     env_proc = subprocess.Popen(["ansible", "dm1", "-m", "ansinix.nixos.nix_copy_closure", "-a", "path=%s batch_size=64" % big],
-                                env=__import__("ansinix_test.ansible", fromlist=["x"]).ansible_env(testhosts),
+                                env=ansible_env(testhosts),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not host.run("ls /root/.ansible/tmp/*/closure.nar 2>/dev/null", check=False).stdout:
@@ -320,3 +321,23 @@ def test_keep_generations_never_deletes_current_or_booted(host, run_ansible):
     # Generation 1 is what the host booted: kept. 4 and 5 are the newest two.
     assert links == ["system-1-link", "system-4-link", "system-5-link"]
     assert host.readlink("/run/current-system") == systems[-1]
+
+
+def test_connection_dropped_mid_switch_then_next_run_tells_the_truth(host, run_ansible, testhosts):
+    slow = v2(version="slow", activationSeconds=4)
+    host.import_closure(slow)
+    play = subprocess.Popen(["ansible", "dm1", "-m", "ansinix.nixos.nixos_switch", "-a", "path=%s confirm_timeout=0" % slow],
+                            env=ansible_env(testhosts), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not host.run("ls -d /run/ansinix/switch-* 2>/dev/null", check=False).stdout:
+        time.sleep(0.1)
+    os.killpg(play.pid, signal.SIGKILL)  # the controller goes away mid-activation
+    play.wait()
+    assert host.readlink("/run/current-system") != slow  # still activating
+    # The next run waits for the deploy lock the runner holds, then finds the switch done.
+    proc = run_ansible(["dm1", "-m", "ansinix.nixos.nixos_switch", "-a", "path=%s confirm_timeout=0" % slow])
+    assert proc.returncode == 0, one_line(proc)
+    result = json.loads(proc.stdout.split("=>", 1)[1])
+    assert result["changed"] is False and result["current"] == slow
+    assert result["last_activation"]["outcome"] == "done" and result["last_activation"]["rc"] == 0
+    assert host.readlink("/run/current-system") == slow and host.generation() == 2
