@@ -6,6 +6,9 @@ export ANSINIX_ROOT
 export PATH="$ANSINIX_ROOT/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$ANSINIX_ROOT/.build/collections"
 export PYTHONPATH="$ANSINIX_ROOT/tests/lib${PYTHONPATH:+:$PYTHONPATH}"
+# No build users either: test hosts share the machine's uids, and Nix kills every process of a build
+# user before a build, so concurrent builds here and on a host would kill each other.
 export NIX_CONFIG="substituters =
-sandbox = false"
+sandbox = false
+build-users-group ="
 export ANSIBLE_NOCOLOR=1

@@ -33,6 +33,7 @@ class Switch:
         self.params = params
         self.profile = Profile(nix, params["profile"])
         self.action = params["action"]
+        self.check_mode = module.check_mode
 
     # -- what to switch to -----------------------------------------------------------------------
 
@@ -54,6 +55,8 @@ class Switch:
             return gens[number], number
         path = check_store_path(params["path"])
         if not self.nix.is_valid(path):
+            if self.check_mode:
+                return path, None
             raise NixError("%s is not in this host's Nix store: copy it first with ansinix.nixos.nix_copy_closure" % path)
         return path, None
 
@@ -78,8 +81,14 @@ class Switch:
 
     def run(self, check_mode, diff_mode):
         path, generation = self.target()
-        activate_path = self.preflight(path)
         previous = realpath_or_none(CURRENT_SYSTEM)
+        if check_mode and not os.path.exists(path):
+            # A plan made without copying: all that can be said is that the system would change.
+            return {"changed": previous != path, "action": self.action, "previous": previous, "current": previous,
+                    "system": path, "generation": self.profile.current_generation(), "rolled_back": False,
+                    "reboot_required": False, "units": {},
+                    "msg": "%s is not in this host's store yet; a deploy copies it before switching" % path}
+        activate_path = self.preflight(path)
         result = {
             "changed": False,
             "action": self.action,

@@ -54,7 +54,7 @@ def host(fresh_hosts):
 def test_first_switch_then_rerun_changes_nothing(host, run_playbook):
     base, new = build_system(name="base"), v2()
     run = run_playbook(deploy_play(new, switch_args="keep_generations: 5"))
-    assert run.rc == 0, run
+    assert run.rc == 0, str(run)
     copy = run.result("Copy", "dm1")
     missing = set(closure(new)) - set(closure(base))
     assert set(copy["missing"]) == missing and copy["copied"] == len(missing)
@@ -72,7 +72,7 @@ def test_first_switch_then_rerun_changes_nothing(host, run_playbook):
     # Second run: nothing sent, nothing activated.
     log_before = host.read_file("/boot/loader/ansinix-bootloader.log")
     again = run_playbook(deploy_play(new))
-    assert again.rc == 0, again
+    assert again.rc == 0, str(again)
     assert again.result("Copy", "dm1")["bytes"] == 0 and again.result("Copy", "dm1")["changed"] is False
     assert again.result("Switch", "dm1")["changed"] is False
     assert host.generation() == 2
@@ -176,7 +176,7 @@ def test_non_root_user_with_become(host, run_playbook):
     new = v2(version="become")
     play = deploy_play(new, become=True)
     run = run_playbook(play, args=["-u", "deploy"])
-    assert run.rc == 0, run
+    assert run.rc == 0, str(run)
     assert run.result("Copy", "dm1")["copied"] > 0
     assert host.readlink("/run/current-system") == new
 
@@ -234,7 +234,7 @@ def test_nix_build_on_the_target_and_on_the_controller(host, run_playbook):
     archive = subprocess.run(["tar", "-C", os.path.dirname(FIXTURES_DIR), "-c", "nixos"], capture_output=True, check=True).stdout
     host.run("mkdir -p /etc/ansinix-fixtures && tar -C /etc/ansinix-fixtures -x", input=archive)
     run = run_playbook(play)
-    assert run.rc == 0, run
+    assert run.rc == 0, str(run)
     on_target = run.result("On the target", "dm1")
     assert on_target["changed"] and on_target["out_path"].endswith("-nixos-system-built-on-target-3")
     assert host.store_has(on_target["out_path"])

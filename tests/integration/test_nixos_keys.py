@@ -73,7 +73,7 @@ def test_each_source_owner_mode_and_idempotence(host, run_playbook, vault_file):
         token: {command: "printf %%s %s-command"}
         """ % (SECRET, src, SECRET))
     run = run_playbook(play, args=["--vault-password-file", password_file])
-    assert run.rc == 0, run
+    assert run.rc == 0, str(run)
     result = run.result("Keys", "kh1")
     assert result["changed"] and sorted(k["name"] for k in result["keys"]) == ["db", "tls", "token"]
     assert SECRET not in repr(result)
@@ -88,7 +88,7 @@ def test_each_source_owner_mode_and_idempotence(host, run_playbook, vault_file):
         before[name] = (st["ino"], st["mtime"])
     time.sleep(0.05)
     again = run_playbook(play, args=["--vault-password-file", password_file])
-    assert again.rc == 0 and again.result("Keys", "kh1")["changed"] is False, again
+    assert again.rc == 0 and again.result("Keys", "kh1")["changed"] is False, str(again)
     for name in expected:
         st = host.stat("/run/keys/" + name)
         assert (st["ino"], st["mtime"]) == before[name], name
@@ -108,7 +108,7 @@ def test_a_watcher_never_sees_a_wider_mode(host, run_playbook):
     keys = "\n".join("k%d: {content: \"%s-%d\", user: svc, permissions: \"0440\"}" % (i, SECRET, i) for i in range(30))
     for version in range(3):
         run = run_playbook(keys_play(keys.replace(SECRET, SECRET + "v%d" % version)))
-        assert run.rc == 0, run
+        assert run.rc == 0, str(run)
     host.run("touch /tmp/stop")
     for _attempt in range(100):
         if host.exists("/tmp/seen"):
@@ -148,7 +148,7 @@ def test_unknown_owner_fails_before_writing_unless_deferred(host, run_playbook):
     assert "user 'grafana' does not exist on this host" in run.result("Keys", "kh1")["msg"]
     assert not host.exists("/run/keys/ok") and not host.exists("/run/keys/later")
     deferred = run_playbook(keys_play('later: {content: "%s", user: grafana, permissions: "0400", defer_owner: true}' % SECRET))
-    assert deferred.rc == 0, deferred
+    assert deferred.rc == 0, str(deferred)
     assert deferred.result("Keys", "kh1")["keys"][0]["deferred"] is True
     st = host.stat("/run/keys/later")
     assert (st["user"], st["group"], st["mode"]) == ("root", "root", 0o400)
@@ -182,7 +182,7 @@ def test_secret_appears_in_no_output_and_no_store(host, run_playbook, vault_file
     src, password_file = vault_file
     run = run_playbook(keys_play('db: {content: "%s-content"}\ntls: {src: "%s"}\ntok: {command: "echo %s-command"}'
                                  % (SECRET, src, SECRET)), args=["-vvvv", "--vault-password-file", password_file])
-    assert run.rc == 0, run
+    assert run.rc == 0, str(run)
     assert host.read_file("/run/keys/db") == SECRET + "-content"
     assert SECRET not in run.stdout + run.stderr
     # Nothing under any Nix store, on the host or on the controller; nothing left in temporary places.

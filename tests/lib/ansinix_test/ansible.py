@@ -18,7 +18,7 @@ def ansible_env(hosts=None, extra=None):
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_PIPELINING": "True",
-        "NIX_CONFIG": "substituters =\nsandbox = false",
+        "NIX_CONFIG": "substituters =\nsandbox = false\nbuild-users-group =",
     })
     if hosts is not None:
         env["ANSIBLE_INVENTORY"] = hosts.inventory_path
@@ -69,10 +69,14 @@ class PlaybookRun:
                 counts[e["host"]] += 1
         return counts
 
+    def __str__(self):
+        # What failed first: pytest cuts long messages, and these lines say what went wrong.
+        failures = ["%s | %s | %s: %s" % (e["status"], e["host"], e["task"], str(e["result"].get("msg", ""))[:600])
+                    for e in self.events if e["status"] in ("failed", "unreachable") and not e["result"].get("skipped")]
+        return "<PlaybookRun rc=%d>\n%s\n---\n%s" % (self.rc, "\n".join(failures), self.stdout[-1500:])
+
     def __repr__(self):
-        # Failures first: pytest cuts long messages, and these lines say what went wrong.
-        failures = [line for line in self.stdout.splitlines() if line.startswith(("fatal:", "failed:")) or "UNREACHABLE" in line]
-        return "<PlaybookRun rc=%d>\n%s\n---\n%s\n%s" % (self.rc, "\n".join(failures)[:3000], self.stdout[-3000:], self.stderr[-2000:])
+        return "<PlaybookRun rc=%d>" % self.rc
 
 
 def run_playbook(playbook, hosts=None, args=(), env=None, timeout=900):

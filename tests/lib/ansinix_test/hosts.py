@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -28,6 +29,8 @@ STATE_ROOT = "/srv/ansinix-testhosts"
 SUBNET_BASE = "10.231"
 DEPLOY_USER = "deploy"
 DEPLOY_UID = 1500
+# What a playbook runs on a test host to have the harness reboot it (see TestHosts.serve_reboots).
+REBOOT_COMMAND = "touch /var/lib/ansinix-harness/reboot-request"
 
 # Directories of the machine each host gets its own copy of.
 OWN_DIRS = ("nix", "boot", "root", "home")
@@ -65,6 +68,9 @@ if [ "$HIDE_NIX" = 1 ]; then
   mount -t overlay overlay -o "lowerdir=/usr/bin,upperdir=$HOST_DIR/usrbin.upper,workdir=$HOST_DIR/usrbin.work" /usr/bin
 fi
 mount --bind "$HOST_DIR/boot_id" /proc/sys/kernel/random/boot_id
+# Where the host asks the harness for a reboot (see TestHosts.serve_reboots).
+mkdir -p /var/lib/ansinix-harness
+mount --bind "$HOST_DIR/harness" /var/lib/ansinix-harness
 # Hide the harness (keys, other hosts' stores) from the host.
 mount -t tmpfs -o mode=0755 tmpfs "$STATE_ROOT"
 hostname "$HOST_NAME"
@@ -247,7 +253,7 @@ class Host:
 
     def _prepare_dirs(self):
         fresh = not os.path.isdir(self.dir)
-        for d in OWN_DIRS:
+        for d in OWN_DIRS + ("harness",):
             os.makedirs(os.path.join(self.dir, d), exist_ok=True)
         for d in OVERLAID_DIRS + ("usrbin",):
             os.makedirs(os.path.join(self.dir, d + ".upper"), exist_ok=True)
@@ -278,7 +284,9 @@ class Host:
                 os.chmod(path, 0o644)
         # No binary cache is reachable: an empty list keeps every nix call from waiting for one.
         with open(os.path.join(etc, "nix", "nix.conf"), "w", encoding="utf-8") as f:
-            f.write("build-users-group = nixbld\nsandbox = false\nsubstituters =\n")
+            # No build users: every host shares the machine's uids, and Nix kills all processes of a build user
+            # before it builds, so builds on two hosts at once would kill each other.
+            f.write("build-users-group =\nsandbox = false\nsubstituters =\n")
         sudoers = os.path.join(etc, "sudoers.d", DEPLOY_USER)
         with open(sudoers, "w", encoding="utf-8") as f:
             f.write("%s ALL=(ALL) NOPASSWD: ALL\n" % DEPLOY_USER)
@@ -306,7 +314,10 @@ class Host:
             return
         bridge = self.hosts.bridge
         _run(["ip", "netns", "add", self.netns])
-        _run(["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.netns])
+        # A fixed MAC per address: a host made again keeps it, so no neighbour cache points at a dead one.
+        octet = int(self.hosts.subnet.rsplit(".", 1)[1])
+        mac = "02:a1:%02x:00:00:%02x" % (octet, 10 + self.index)
+        _run(["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "address", mac, "netns", self.netns])
         _run(["ip", "link", "set", self.veth, "master", bridge, "up"])
         inside = ["ip", "netns", "exec", self.netns]
         _run(inside + ["ip", "link", "set", "lo", "up"])
@@ -566,6 +577,29 @@ class TestHosts:
         with open(self.inventory_path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         return self.inventory_path
+
+    @contextlib.contextmanager
+    def serve_reboots(self):
+        """While active, a host that runs REBOOT_COMMAND is rebooted by the harness (as a machine would be)."""
+        stop = threading.Event()
+
+        def serve():
+            while not stop.is_set():
+                for host in list(self):
+                    request = os.path.join(host.dir, "harness", "reboot-request")
+                    if os.path.exists(request):
+                        os.unlink(request)
+                        time.sleep(0.5)  # let the command that asked return, as `shutdown -r` does
+                        host.reboot()
+                stop.wait(0.2)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def stop(self):
         """Remove every namespace, mount, link and process of this prefix, and its state."""

@@ -17,7 +17,7 @@ FLAKE_DIR = os.path.join(REPO_ROOT, "tests", "fixtures")
 GCROOTS_DIR = os.path.join(REPO_ROOT, ".build", "gcroots")
 
 # No binary cache is reachable from the test machines.
-NIX_ENV = dict(os.environ, NIX_CONFIG="substituters =\nsandbox = false")
+NIX_ENV = dict(os.environ, NIX_CONFIG="substituters =\nsandbox = false\nbuild-users-group =")
 
 _built = {}
 

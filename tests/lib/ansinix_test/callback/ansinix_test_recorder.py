@@ -22,7 +22,7 @@ class CallbackModule(CallbackBase):
         path = os.environ.get("ANSINIX_TEST_EVENTS")
         if not path:
             return
-        event = {"host": result._host.get_name(), "task": result._task.get_name(), "status": status,
+        event = {"host": result._host.get_name(), "task": result._task.name or result._task.get_name(), "status": status,
                  "result": json.loads(json.dumps(result._result, default=str))}
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")

@@ -1,0 +1,167 @@
+"""The ansinix.nixos.deploy role through ansible-playbook and ansible-runner, on three test hosts."""
+import json
+import os
+import subprocess
+import textwrap
+
+import pytest
+
+from ansinix_test import REPO_ROOT
+from ansinix_test.ansible import ansible_env
+from ansinix_test.hosts import REBOOT_COMMAND
+from ansinix_test.systems import FIXTURES_DIR
+
+FLEET = os.path.join(os.path.dirname(FIXTURES_DIR), "fleet.nix")
+SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
+
+
+@pytest.fixture
+def fleet(fresh_hosts, testhosts, tmp_path):
+    hosts = fresh_hosts("web1", "web2", "mon")
+    extra = tmp_path / "fleet.yml"
+    extra.write_text(textwrap.dedent("""
+        all:
+          hosts:
+            web1: {nixos_configuration: web}
+            web2: {nixos_configuration: web}
+            mon: {nixos_configuration: mon}
+        """))
+    return {h.name: h for h in hosts}, ["-i", testhosts.inventory_path, "-i", str(extra), "-e", "nixos_file=" + FLEET]
+
+
+def extra_vars(**values):
+    return ["-e", json.dumps(values)]
+
+
+def task_results(run, name):
+    return [e for e in run.events if e["task"] == name]
+
+
+def test_fleet_deploy_then_rerun_changes_nothing(fleet, run_playbook):
+    hosts, args = fleet
+    keys = {"nixos_keys": {"api-token": {"content": "role-secret", "permissions": "0400"}}}
+    run = run_playbook(SITE, args=args + extra_vars(**keys))
+    assert run.rc == 0, str(run)
+    builds = task_results(run, "Build each configuration once, on the controller or the builder host")
+    # One build task run, for the two distinct configurations, although three hosts deploy.
+    assert len(builds) == 1 and [r["item"] for r in builds[0]["result"]["results"]] == ["mon", "web"]
+    web_system = hosts["web1"].readlink("/run/current-system")
+    assert web_system.endswith("-nixos-system-web-1") and hosts["web2"].readlink("/run/current-system") == web_system
+    assert hosts["mon"].readlink("/run/current-system").endswith("-nixos-system-mon-1")
+    # Cross-host data: the monitoring system lists both web servers, from their inventory addresses.
+    targets = json.loads(hosts["mon"].read_file("/etc/static/prometheus/targets.json"))
+    assert sorted(targets) == sorted("%s:9100" % hosts[h].address for h in ("web1", "web2"))
+    for host in hosts.values():
+        assert host.generation() == 2
+        st = host.stat("/run/keys/api-token")
+        assert (st["user"], st["mode"]) == ("root", 0o400) and host.read_file("/run/keys/api-token") == "role-secret"
+    again = run_playbook(SITE, args=args + extra_vars(**keys))
+    assert again.rc == 0, str(again)
+    assert again.changed() == {"web1": 0, "web2": 0, "mon": 0}
+    assert all(h.generation() == 2 for h in hosts.values())
+
+
+def test_build_on_target_uses_no_nix_on_the_controller(fleet, run_playbook, tmp_path):
+    hosts, args = fleet
+    # Every nix command on the controller's PATH records that it was called, and fails.
+    trap = tmp_path / "nix-trap"
+    trap.mkdir()
+    calls = tmp_path / "nix-calls"
+    for name in ("nix", "nix-build", "nix-store", "nix-instantiate", "nix-env", "nix-copy-closure"):
+        (trap / name).write_text("#!/bin/sh\necho %s \"$@\" >> %s\nexit 1\n" % (name, calls))
+        (trap / name).chmod(0o755)
+    env = {"PATH": "%s:%s" % (trap, os.environ["PATH"])}
+    version = "target-%d" % os.getpid()  # a system the controller has never seen
+    run = run_playbook(SITE, args=args + extra_vars(nixos_build_on="target", nixos_args={"version": version}), env=env)
+    assert run.rc == 0, str(run)
+    assert not calls.exists(), calls.read_text()
+    for name, host in hosts.items():
+        system = host.readlink("/run/current-system")
+        assert system.endswith("-nixos-system-%s-%s" % ("mon" if name == "mon" else "web", version))
+        assert host.exists("/var/lib/ansinix/source/fleet.nix")
+        assert not os.path.exists(system)  # built on the host, never on the controller
+
+
+def test_failing_health_check_rolls_back(fleet, run_playbook):
+    hosts, args = fleet
+    assert run_playbook(SITE, args=args).rc == 0
+    before = hosts["web1"].readlink("/run/current-system")
+    checks = {"nixos_health_checks": [{"command": "test -e /etc/static/healthy", "retries": 1, "delay": 1}],
+              "nixos_args": {"version": "2", "overrides": {"web": {"etcFiles": {}}}}}
+    run = run_playbook(SITE, args=args + ["-l", "web1"] + extra_vars(**checks))
+    assert run.rc != 0
+    failure = run.result("Fail the unhealthy host", "web1")
+    assert "a health check failed on web1" in failure["msg"] and "rolled back to %s" % before in failure["msg"]
+    assert hosts["web1"].readlink("/run/current-system") == before
+    assert hosts["web1"].default_boot_system() == before
+
+
+def test_reboot_only_when_the_kernel_changed(fleet, run_playbook, testhosts):
+    hosts, args = fleet
+    reboot = {"nixos_reboot": "if_needed", "nixos_reboot_command": REBOOT_COMMAND}
+    with testhosts.serve_reboots():
+        boot_ids = {name: h.boot_id() for name, h in hosts.items()}
+        run = run_playbook(SITE, args=args + extra_vars(**reboot))
+        assert run.rc == 0, str(run)
+        assert {name: h.boot_id() for name, h in hosts.items()} == boot_ids  # same kernel as booted: no reboot
+        new_kernel = dict(reboot, nixos_args={"overrides": {"web": {"kernelVersion": "6.7.0"}}})
+        run = run_playbook(SITE, args=args + ["-l", "web1"] + extra_vars(**new_kernel))
+        assert run.rc == 0, str(run)
+    web1 = hosts["web1"]
+    assert web1.boot_id() != boot_ids["web1"]
+    assert web1.readlink("/run/booted-system") == web1.readlink("/run/current-system")
+    assert web1.readlink("/run/booted-system/kernel").endswith("linux-6.7.0/bzImage")
+    assert hosts["web2"].boot_id() == boot_ids["web2"]
+
+
+def test_check_diff_is_a_plan_that_changes_nothing(fleet, run_playbook):
+    hosts, args = fleet
+    assert run_playbook(SITE, args=args).rc == 0
+    state = {n: (h.readlink("/run/current-system"), h.generation()) for n, h in hosts.items()}
+    units = {"sshd.service": "openssh 9.6", "nginx.service": "nginx 1.25", "dbus.service": "dbus 1.14"}
+    plan = dict(nixos_args={"version": "2", "overrides": {"web": {"packages": {"nginx": "1.25.0", "openssl": "3.0.13"}, "units": units}}})
+    run = run_playbook(SITE, args=args + ["--check", "--diff"] + extra_vars(**plan))
+    assert run.rc == 0, str(run)
+    assert "~ nginx: 1.24.0 -> 1.25.0" in run.stdout and "- coreutils 9.4" in run.stdout
+    switch = run.result("Switch to the new system", "web1")
+    assert switch["changed"] and switch["units"]["restarted"] == ["nginx.service"]
+    assert {n: (h.readlink("/run/current-system"), h.generation()) for n, h in hosts.items()} == state
+
+
+def test_site_through_ansible_runner(fleet, testhosts, tmp_path):
+    hosts, _args = fleet
+    data = tmp_path / "runner"
+    (data / "inventory").mkdir(parents=True)
+    (data / "env").mkdir()
+    (data / "project").mkdir()
+    subprocess.run(["cp", testhosts.inventory_path, str(data / "inventory" / "hosts.yml")], check=True)
+    (data / "inventory" / "fleet.yml").write_text(
+        "all:\n  hosts:\n    web1: {nixos_configuration: web}\n    web2: {nixos_configuration: web}\n    mon: {nixos_configuration: mon}\n")
+    (data / "project" / "site.yml").write_text(open(SITE, encoding="utf-8").read())
+    (data / "env" / "extravars").write_text(json.dumps({"nixos_file": FLEET}))
+    env = ansible_env(testhosts)
+    env.pop("ANSIBLE_INVENTORY", None)
+    proc = subprocess.run(["ansible-runner", "run", str(data), "-p", "site.yml"], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    status = (data / "artifacts").glob("*/status")
+    assert [p.read_text() for p in status] == ["successful"]
+    for name, host in hosts.items():
+        assert host.readlink("/run/current-system").endswith("-nixos-system-%s-1" % ("mon" if name == "mon" else "web"))
+
+
+def test_collection_playbooks_by_name(fleet, run_playbook):
+    """`ansible-playbook ansinix.nixos.site` and `ansinix.nixos.rollback`, as the docs show them."""
+    hosts, args = fleet
+    first = run_playbook("ansinix.nixos.site", args=args)
+    assert first.rc == 0, str(first)
+    second = run_playbook("ansinix.nixos.site", args=args + extra_vars(nixos_args={"version": "2"}))
+    assert second.rc == 0, str(second)
+    assert hosts["web1"].generation() == 3
+    back = run_playbook("ansinix.nixos.rollback", args=args + ["-l", "web1"])
+    assert back.rc == 0, str(back)
+    assert hosts["web1"].generation() == 2 and hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-1")
+    assert hosts["web2"].generation() == 3
+    to_three = run_playbook("ansinix.nixos.rollback", args=args + ["-l", "web1", "-e", "nixos_generation=3"])
+    assert to_three.rc == 0, str(to_three)
+    assert hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-2")
