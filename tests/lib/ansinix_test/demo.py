@@ -14,7 +14,7 @@ from ansinix_test.hosts import HostError, TestHosts
 from ansinix_test.systems import build_system
 
 HOSTS = ["web1", "web2", "mon"]
-PLAYBOOK = os.path.join(REPO_ROOT, "examples", "demo", "deploy.yml")
+FLEET = os.path.join(REPO_ROOT, "examples", "demo", "fleet.nix")
 
 
 def say(text=""):
@@ -34,9 +34,11 @@ def main(argv):
     for host in hosts:
         say("   %-5s %-14s %s" % (host.name, host.address, host.readlink("/run/current-system")))
     say()
-    say("== Deploying with: ansible-playbook -i %s %s -e demo_version=%s" % (hosts.inventory_path, PLAYBOOK, version))
-    proc = subprocess.run(["ansible-playbook", "-i", hosts.inventory_path, PLAYBOOK, "-e", "demo_version=" + version],
-                          env=ansible_env(hosts), check=False)
+    command = ["ansible-playbook", "-i", hosts.inventory_path, "ansinix.nixos.site",
+               "-e", "nixos_file=" + FLEET, "-e", '{"nixos_args": {"version": "%s"}}' % version]
+    say("== Deploying with the collection's site playbook (the ansinix.nixos.deploy role):")
+    say("   " + " ".join(command[:5]) + " -e nixos_file=examples/demo/fleet.nix")
+    proc = subprocess.run(command, env=ansible_env(hosts), check=False)
     if proc.returncode != 0:
         say("The deploy failed (exit %d); the output above says why." % proc.returncode)
         return proc.returncode
