@@ -12,3 +12,4 @@ export NIX_CONFIG="substituters =
 sandbox = false
 build-users-group ="
 export ANSIBLE_NOCOLOR=1
+export NO_COLOR=1

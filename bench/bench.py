@@ -1,0 +1,321 @@
+"""The benchmark: ansinix.nixos against hand-written Nix commands and the Ansible floor, on test hosts.
+
+    ./bench/run              full run, writes bench/RESULTS.md (8 hosts, 128 and 512 MiB, 1000 servers)
+    ./bench/run --quick      a tiny run (what the test suite does to check it still works)
+
+Every figure is a ratio against a baseline measured in the same run: these machines are shared and
+noisy, and absolute times alone mean nothing. Nothing here asserts a target; RESULTS.md says which are met.
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+from ansinix_test import REPO_ROOT
+from ansinix_test.ansible import ansible_env, run_playbook
+from ansinix_test.fakehetzner import CLOUD_TOKEN, FakeHetzner
+from ansinix_test.hosts import TestHosts
+from ansinix_test.systems import NIX_ENV, build_system
+
+FLEET = os.path.join(REPO_ROOT, "tests", "fixtures", "fleet.nix")
+SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
+MIB = 1024 * 1024
+
+
+def timed(fn):
+    start = time.monotonic()
+    value = fn()
+    return time.monotonic() - start, value
+
+
+def median_of(runs, fn):
+    times = []
+    for _run in range(runs):
+        times.append(timed(fn)[0])
+    return statistics.median(times)
+
+
+def check(proc, what):
+    if getattr(proc, "returncode", getattr(proc, "rc", 0)) != 0:
+        out = getattr(proc, "stdout", "") + getattr(proc, "stderr", "")
+        raise SystemExit("bench: %s failed:\n%s" % (what, str(proc) if not out else out[-3000:]))
+    return proc
+
+
+class TreeMemory:
+    """Peak resident memory of a process and all its descendants, sampled every 20 ms."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _tree(self):
+        children = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open("/proc/%s/stat" % entry, encoding="ascii") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(entry))
+                except (OSError, ValueError, IndexError):
+                    continue
+        pids, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(children.get(pid, []))
+        return pids
+
+    def _rss(self, pid):
+        try:
+            with open("/proc/%d/status" % pid, encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(self._rss(p) for p in self._tree()))
+            self._stop.wait(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.hosts = TestHosts(prefix=os.environ.get("ANSINIX_BENCH_PREFIX") or "bench")
+        self.rows = []
+        self.notes = []
+
+    def row(self, what, ratio, target, detail, met=None):
+        self.rows.append((what, ratio, target, detail, met))
+        print("%-60s %s" % (what, detail), flush=True)
+
+    # -- 1 and 3: a fresh deploy of a new generation ----------------------------------------------------
+
+    def inventory_args(self, names):
+        extra = os.path.join(self.hosts.state_dir, "fleet.yml")
+        with open(extra, "w", encoding="utf-8") as f:
+            f.write("all:\n  hosts:\n" + "".join("    %s: {nixos_configuration: web}\n" % n for n in names))
+        return ["-i", self.hosts.inventory_path, "-i", extra, "-e", "nixos_file=" + FLEET]
+
+    def hand_written_deploy(self, names, version):
+        """What one would write by hand: nix-build, then copy and switch every host in parallel over ssh."""
+        script = """
+set -e
+system=$(nix-build %(fleet)s -A nixosConfigurations.web.config.system.build.toplevel --arg args '{ version = "%(version)s"; }' --no-out-link)
+export NIX_SSHOPTS=%(sshopts)s
+for host in %(addresses)s; do
+  ( nix-copy-closure --to root@$host $system &&
+    ssh $NIX_SSHOPTS root@$host "nix-env -p /nix/var/nix/profiles/system --set $system && $system/bin/switch-to-configuration switch" ) &
+done
+wait
+""" % {"fleet": FLEET, "version": version, "sshopts": shlex.quote(" ".join(self.hosts.ssh_options())),
+       "addresses": " ".join(self.hosts[n].address for n in names)}
+        check(subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=NIX_ENV), "the hand-written deploy")
+
+    def ansible_deploy(self, names, version, extra=()):
+        run = run_playbook(SITE, hosts=self.hosts, args=self.inventory_args(names) + ["-e", json.dumps({"nixos_args": {"version": version}})] + list(extra))
+        return check(run, "ansible-playbook %s" % SITE)
+
+    def fresh_deploy(self, names, rounds):
+        base, ours, copies = [], [], []
+        for i in range(rounds):
+            tag = "%s-%d" % (int(time.time()), i)
+            base.append(timed(lambda: self.hand_written_deploy(names, "hand-" + tag))[0])
+            elapsed, run = timed(lambda: self.ansible_deploy(names, "ansible-" + tag))
+            ours.append(elapsed)
+            copies.extend(run.results("Copy the store paths the host lacks").values())
+        b, o = statistics.median(base), statistics.median(ours)
+        self.row("1. fresh deploy of a new generation to %d hosts" % len(names), o / b, "<= 2.0",
+                 "ansible-playbook %.1f s vs hand-written script %.1f s: %.2fx" % (o, b, o / b), o / b <= 2.0)
+        sent = sum(c["bytes"] for c in copies)
+        nar = sum(c.get("nar_bytes", 0) for c in copies)
+        paths = sum(c["copied"] for c in copies)
+        self.row("3a. bytes sent / NAR size, new generation (small paths)", sent / nar, "<= 1.02",
+                 "%d bytes for %d bytes of NAR in %d paths: %.3f (export framing, ~%d bytes a path)"
+                 % (sent, nar, paths, sent / nar, (sent - nar) / max(paths, 1)), sent / nar <= 1.02)
+
+    def bytes_for_changed_package(self, names):
+        """A new generation whose only big change is one package: what a real update mostly looks like."""
+        tag = str(int(time.time()))
+        self.ansible_deploy(names, "pkg-" + tag, ["-e", json.dumps({"nixos_args": {"version": "pkg-" + tag, "overrides": {
+            "web": {"payloadMiB": 8, "payloadSeed": "pkg-" + tag}}}})])
+        run = self.ansible_deploy(names, "pkg2-" + tag, ["-e", json.dumps({"nixos_args": {"version": "pkg2-" + tag, "overrides": {
+            "web": {"payloadMiB": 8, "payloadSeed": "pkg2-" + tag}}}})])
+        copies = list(run.results("Copy the store paths the host lacks").values())
+        sent = sum(c["bytes"] for c in copies)
+        nar = sum(c.get("nar_bytes", 0) for c in copies)
+        self.row("3b. bytes sent / NAR size, new generation with an 8 MiB package changed", sent / nar, "<= 1.02",
+                 "%d / %d = %.4f" % (sent, nar, sent / nar), sent / nar <= 1.02)
+
+    # -- 2: a rerun that changes nothing ---------------------------------------------------------------------
+
+    def no_change_rerun(self, names, rounds):
+        version = "rerun-%d" % int(time.time())
+        self.ansible_deploy(names, version)
+        floor_play = "- name: Floor\n  hosts: all\n  gather_facts: false\n  tasks:\n    - name: One command\n      ansible.builtin.command: 'true'\n      changed_when: false\n"
+        runs = []
+
+        def ours():
+            runs.append(self.ansible_deploy(names, version))
+
+        def floor():
+            check(run_playbook(floor_play, hosts=self.hosts, args=["-l", ",".join(names)]), "the floor playbook")
+
+        f = median_of(rounds, floor)
+        o = median_of(rounds, ours)
+        sent = sum(c["bytes"] for r in runs for c in r.results("Copy the store paths the host lacks").values())
+        activations = sum(1 for r in runs for s in r.results("Switch to the new system").values() if s.get("changed"))
+        self.row("2. no-change rerun on %d hosts" % len(names), o / f, "<= 1.5",
+                 "%.1f s vs one-command playbook %.1f s: %.2fx; %d NAR bytes sent, %d activations" % (o, f, o / f, sent, activations),
+                 o / f <= 1.5 and sent == 0 and activations == 0)
+
+    # -- 4: a large closure -------------------------------------------------------------------------------------
+
+    def large_closure(self, sizes):
+        (host,) = self.hosts.start(["big"], options={"big": {"system": build_system(name="base")}})
+        peaks = {}
+        for mib in sizes:
+            system = build_system(name="big", payloadMiB=mib, payloadSeed="bench-%d-%d" % (mib, time.time()))
+            host.reset()
+            cmd = ["nix-copy-closure", "--to", "root@" + host.address, system]
+            env = dict(NIX_ENV, NIX_SSHOPTS=" ".join(self.hosts.ssh_options()))
+            base = timed(lambda: check(subprocess.run(cmd, env=env, capture_output=True, text=True), "nix-copy-closure"))[0]
+            for method in ("stream", "ssh"):
+                host.reset()
+                argv = ["ansible", "big", "-m", "ansinix.nixos.nix_copy_closure", "-a", "path=%s method=%s" % (system, method)]
+                proc = subprocess.Popen(argv, env=ansible_env(self.hosts), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                start = time.monotonic()
+                with TreeMemory(proc.pid) as memory:
+                    out, err = proc.communicate()
+                elapsed = time.monotonic() - start
+                check(subprocess.CompletedProcess(argv, proc.returncode, out, err), "nix_copy_closure %s" % method)
+                peaks[(method, mib)] = memory.peak
+                self.row("4. %d MiB closure, method=%s: throughput vs nix-copy-closure" % (mib, method), base / elapsed, ">= 0.8",
+                         "%.1f s vs %.1f s: %.2fx; controller peak %.0f MiB" % (elapsed, base, base / elapsed, memory.peak / MIB),
+                         base / elapsed >= 0.8)
+        for method in ("stream", "ssh"):
+            mems = [peaks[(method, mib)] / MIB for mib in sizes]
+            flat = max(mems) <= 150 and (len(mems) < 2 or max(mems) - min(mems) <= 20)
+            self.row("4. controller peak memory, method=%s" % method, max(mems), "<= 150 MiB, flat",
+                     ", ".join("%d MiB closure: %.0f MiB" % (mib, m) for mib, m in zip(sizes, mems)), flat)
+
+    # -- 5: the inventory ---------------------------------------------------------------------------------------
+
+    def inventory(self, servers, rounds):
+        with FakeHetzner() as api, tempfile.TemporaryDirectory() as tmp:
+            api.add_cloud_servers(servers)
+            config = os.path.join(tmp, "bench.hetzner.yml")
+            with open(config, "w", encoding="utf-8") as f:
+                f.write("plugin: ansinix.nixos.hetzner\ncloud:\n  endpoint: %s\n" % api.cloud_url)
+            env = ansible_env(extra={"HCLOUD_TOKEN": CLOUD_TOKEN})
+
+            def plugin():
+                check(subprocess.run(["ansible-inventory", "-i", config, "--list"], env=env, capture_output=True, text=True),
+                      "ansible-inventory")
+
+            def plain_fetch():
+                fetch = ("import json, urllib.request\npage = 1\nwhile page:\n"
+                         "    req = urllib.request.Request('%s/servers?page=%%d&per_page=50' %% page, headers={'Authorization': 'Bearer %s'})\n"
+                         "    page = json.load(urllib.request.urlopen(req))['meta']['pagination']['next_page']\n") % (api.cloud_url, CLOUD_TOKEN)
+                check(subprocess.run([sys.executable, "-c", fetch], capture_output=True, text=True), "the plain fetch")
+
+            def ansible_floor():
+                check(subprocess.run(["ansible-inventory", "-i", "localhost,", "--list"], env=env, capture_output=True, text=True),
+                      "ansible-inventory of one host")
+
+            p, b, floor = median_of(rounds, plugin), median_of(rounds, plain_fetch), median_of(rounds, ansible_floor)
+            self.row("5. ansible-inventory --list, %d Cloud servers, vs a plain paginated fetch" % servers, p / b, "<= 1.5",
+                     "%.2f s vs %.2f s: %.1fx (ansible-inventory of one static host alone takes %.2f s)" % (p, b, p / b, floor),
+                     p / b <= 1.5)
+            self.row("5. the same, less Ansible's own start-up", (p - floor) / b, "<= 1.5",
+                     "(%.2f - %.2f) s vs %.2f s: %.2fx" % (p, floor, b, (p - floor) / b), (p - floor) / b <= 1.5)
+            with open(config, "a", encoding="utf-8") as f:
+                f.write("cache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: %s/cache\n" % tmp)
+            plugin()
+            before = len(api.requests)
+            plugin()
+            self.row("5. warm cache: API requests", len(api.requests) - before, "0", "%d requests" % (len(api.requests) - before),
+                     len(api.requests) == before)
+
+    # -- report -------------------------------------------------------------------------------------------------
+
+    def write(self, path, started, elapsed):
+        lines = [
+            "# Benchmark results",
+            "",
+            "Written by `./bench/run` on %s in %.0f s (%s). Every figure is a ratio against a baseline measured in"
+            % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), elapsed, self.describe()),
+            "the same run, on test hosts of this machine (network and mount namespaces, real sshd and Nix).",
+            "",
+            "| measurement | ratio | target | met | details |",
+            "|---|---|---|---|---|",
+        ]
+        for what, ratio, target, detail, met in self.rows:
+            lines.append("| %s | %s | %s | %s | %s |" % (what, "%.3g" % ratio, target, {True: "yes", False: "**no**", None: "-"}[met], detail))
+        lines += ["", "## Notes", ""] + ["- " + n for n in self.notes]
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def describe(self):
+        a = self.args
+        return "%d hosts, closures of %s MiB, %d Cloud servers, %d rounds" % (a.hosts, ", ".join(map(str, a.sizes)), a.servers, a.rounds)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run: 2 hosts, a 4 MiB closure, 60 servers, 1 round")
+    parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[128, 512])
+    parser.add_argument("--servers", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "bench", "RESULTS.md"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.hosts, args.sizes, args.servers, args.rounds = 2, [4], 60, 1
+    bench = Bench(args)
+    started = time.time()
+    names = ["b%d" % i for i in range(args.hosts)]
+    try:
+        bench.hosts.stop()
+        base = build_system(name="base")
+        bench.hosts.start(names, options={n: {"system": base} for n in names})
+        bench.fresh_deploy(names, args.rounds)
+        bench.no_change_rerun(names, args.rounds)
+        bench.bytes_for_changed_package(names)
+        bench.large_closure(args.sizes)
+        bench.inventory(args.servers, args.rounds)
+    finally:
+        bench.hosts.stop()
+    bench.notes += [
+        "The deploy runs use the role's defaults, magic rollback included: each switch waits for a confirmation over a"
+        " new SSH connection, which the hand-written script does not do.",
+        "Ansible runs with pipelining on and SSH connection reuse (ControlPersist), as docs/howto.md recommends.",
+    ]
+    bench.write(args.output, started, time.time() - started)
+    print("wrote %s" % args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
