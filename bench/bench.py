@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 from ansinix_test import REPO_ROOT
 from ansinix_test.ansible import ansible_env, run_playbook
@@ -129,9 +128,10 @@ for host in %(addresses)s; do
     ssh $NIX_SSHOPTS root@$host "nix-env -p /nix/var/nix/profiles/system --set $system && $system/bin/switch-to-configuration switch" ) &
 done
 wait
-""" % {"fleet": FLEET, "version": version, "sshopts": shlex.quote(" ".join(self.hosts.ssh_options())),
-       "addresses": " ".join(self.hosts[n].address for n in names)}
-        check(subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=NIX_ENV), "the hand-written deploy")
+"""
+        script %= {"fleet": FLEET, "version": version, "sshopts": shlex.quote(" ".join(self.hosts.ssh_options())),
+                   "addresses": " ".join(self.hosts[n].address for n in names)}
+        check(subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=NIX_ENV, check=False), "the hand-written deploy")
 
     def ansible_deploy(self, names, version, extra=()):
         run = run_playbook(SITE, hosts=self.hosts, args=self.inventory_args(names) + ["-e", json.dumps({"nixos_args": {"version": version}})] + list(extra))
@@ -173,7 +173,8 @@ wait
     def no_change_rerun(self, names, rounds):
         version = "rerun-%d" % int(time.time())
         self.ansible_deploy(names, version)
-        floor_play = "- name: Floor\n  hosts: all\n  gather_facts: false\n  tasks:\n    - name: One command\n      ansible.builtin.command: 'true'\n      changed_when: false\n"
+        floor_play = ("- name: Floor\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+                      "    - name: One command\n      ansible.builtin.command: 'true'\n      changed_when: false\n")
         runs = []
 
         def ours():
@@ -200,7 +201,7 @@ wait
             host.reset()
             cmd = ["nix-copy-closure", "--to", "root@" + host.address, system]
             env = dict(NIX_ENV, NIX_SSHOPTS=" ".join(self.hosts.ssh_options()))
-            base = timed(lambda: check(subprocess.run(cmd, env=env, capture_output=True, text=True), "nix-copy-closure"))[0]
+            base = timed(lambda: check(subprocess.run(cmd, env=env, capture_output=True, text=True, check=False), "nix-copy-closure"))[0]
             for method in ("stream", "ssh"):
                 host.reset()
                 argv = ["ansible", "big", "-m", "ansinix.nixos.nix_copy_closure", "-a", "path=%s method=%s" % (system, method)]
@@ -231,18 +232,18 @@ wait
             env = ansible_env(extra={"HCLOUD_TOKEN": CLOUD_TOKEN})
 
             def plugin():
-                check(subprocess.run(["ansible-inventory", "-i", config, "--list"], env=env, capture_output=True, text=True),
-                      "ansible-inventory")
+                check(subprocess.run(["ansible-inventory", "-i", config, "--list"], env=env, capture_output=True, text=True,
+                                     check=False), "ansible-inventory")
 
             def plain_fetch():
                 fetch = ("import json, urllib.request\npage = 1\nwhile page:\n"
                          "    req = urllib.request.Request('%s/servers?page=%%d&per_page=50' %% page, headers={'Authorization': 'Bearer %s'})\n"
                          "    page = json.load(urllib.request.urlopen(req))['meta']['pagination']['next_page']\n") % (api.cloud_url, CLOUD_TOKEN)
-                check(subprocess.run([sys.executable, "-c", fetch], capture_output=True, text=True), "the plain fetch")
+                check(subprocess.run([sys.executable, "-c", fetch], capture_output=True, text=True, check=False), "the plain fetch")
 
             def ansible_floor():
-                check(subprocess.run(["ansible-inventory", "-i", "localhost,", "--list"], env=env, capture_output=True, text=True),
-                      "ansible-inventory of one host")
+                check(subprocess.run(["ansible-inventory", "-i", "localhost,", "--list"], env=env, capture_output=True, text=True,
+                                     check=False), "ansible-inventory of one host")
 
             p, b, floor = median_of(rounds, plugin), median_of(rounds, plain_fetch), median_of(rounds, ansible_floor)
             self.row("5. ansible-inventory --list, %d Cloud servers, vs a plain paginated fetch" % servers, p / b, "<= 1.5",

@@ -20,8 +20,7 @@ description:
 author:
   - ansinix.nixos maintainers (@ansinix)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
+  - ansinix.nixos.attributes
   - ansinix.nixos.nix
 attributes:
   check_mode:
@@ -29,12 +28,6 @@ attributes:
     details: Evaluates only and returns the O(out_link) and the would-be RV(out_path); builds nothing.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
-  action_group:
-    support: full
-    membership:
-      - ansinix.nixos.nixos
 options:
   flake:
     description:

@@ -27,9 +27,8 @@ description:
 author:
   - ansinix.nixos maintainers (@ansinix)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
-  - ansible.builtin.action_common_attributes.flow
+  - ansinix.nixos.attributes
+  - ansinix.nixos.attributes.action
 attributes:
   check_mode:
     support: full
@@ -39,16 +38,6 @@ attributes:
   action:
     support: full
     details: The action plugin reads C(src) and runs C(command) on the controller.
-  platform:
-    platforms: posix
-  action_group:
-    support: full
-    membership:
-      - ansinix.nixos.nixos
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
 options:
   keys:
     description:

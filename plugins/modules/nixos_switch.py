@@ -27,9 +27,8 @@ description:
 author:
   - ansinix.nixos maintainers (@ansinix)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
-  - ansible.builtin.action_common_attributes.flow
+  - ansinix.nixos.attributes
+  - ansinix.nixos.attributes.action
   - ansinix.nixos.nix
 attributes:
   check_mode:
@@ -42,16 +41,6 @@ attributes:
   action:
     support: full
     details: The action plugin sends the confirmation for the magic rollback over a new connection.
-  platform:
-    platforms: posix
-  action_group:
-    support: full
-    membership:
-      - ansinix.nixos.nixos
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
 options:
   path:
     description:

@@ -26,7 +26,9 @@ def fleet(fresh_hosts, testhosts, tmp_path):
             web2: {nixos_configuration: web}
             mon: {nixos_configuration: mon}
         """))
-    return {h.name: h for h in hosts}, ["-i", testhosts.inventory_path, "-i", str(extra), "-e", "nixos_file=" + FLEET]
+    # Limited to the fleet: the session's inventory also lists the hosts of other tests.
+    return {h.name: h for h in hosts}, ["-i", testhosts.inventory_path, "-i", str(extra), "-e", "nixos_file=" + FLEET,
+                                        "-l", "web1,web2,mon"]
 
 
 def extra_vars(**values):
@@ -141,7 +143,8 @@ def test_site_through_ansible_runner(fleet, testhosts, tmp_path):
     (data / "env" / "extravars").write_text(json.dumps({"nixos_file": FLEET}))
     env = ansible_env(testhosts)
     env.pop("ANSIBLE_INVENTORY", None)
-    proc = subprocess.run(["ansible-runner", "run", str(data), "-p", "site.yml"], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["ansible-runner", "run", str(data), "-p", "site.yml", "--limit", "web1,web2,mon"], env=env,
+                          capture_output=True, text=True,
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     status = (data / "artifacts").glob("*/status")
