@@ -341,3 +341,37 @@ def test_connection_dropped_mid_switch_then_next_run_tells_the_truth(host, run_a
     assert result["changed"] is False and result["current"] == slow
     assert result["last_activation"]["outcome"] == "done" and result["last_activation"]["rc"] == 0
     assert host.readlink("/run/current-system") == slow and host.generation() == 2
+
+
+def test_specialisation_and_compressed_copy(host, run_ansible):
+    spec_system = v2(version="spec", specialisations={"maintenance": {"version": "spec-maint", "units": {"sshd.service": "openssh 9.6"}}})
+    proc = run_ansible(["dm1", "-m", "ansinix.nixos.nix_copy_closure", "-a", "path=%s compress=true" % spec_system])
+    assert proc.returncode == 0, one_line(proc)
+    result = json.loads(proc.stdout.split("=>", 1)[1])
+    assert result["copied"] == len(result["missing"]) > 0 and host.store_has(spec_system)
+    proc = run_ansible(["dm1", "-m", "ansinix.nixos.nixos_switch", "-a", "path=%s specialisation=maintenance" % spec_system])
+    assert proc.returncode == 0, one_line(proc)
+    # The profile gets the system; the specialisation is what runs.
+    assert host.readlink(PROFILE + "-2-link") == spec_system
+    assert host.readlink("/run/current-system") == os.path.realpath(spec_system + "/specialisation/maintenance")
+    assert sorted(host.run("ls /run/ansinix-units").stdout.split()) == ["sshd.service"]
+    proc = run_ansible(["dm1", "-m", "ansinix.nixos.nixos_switch", "-a", "path=%s specialisation=nope" % spec_system])
+    assert proc.returncode != 0 and "has no specialisation 'nope' (it has: maintenance)" in proc.stdout
+
+
+def test_nix_build_ignores_the_callers_nix_path(run_ansible, tmp_path):
+    pinned = tmp_path / "pinned"
+    pinned.mkdir()
+    (pinned / "default.nix").write_text('{ value = "from-the-pinned-path"; }')
+    expr = tmp_path / "uses-search-path.nix"
+    expr.write_text('{ args ? { } }: derivation { name = (import <pinme>).value; system = builtins.currentSystem;'
+                    ' builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }')
+    ambient = {"NIX_PATH": "pinme=%s" % pinned}
+    proc = run_ansible(["localhost", "-c", "local", "-m", "ansinix.nixos.nix_build", "-a", "file=%s" % expr], env=ambient)
+    assert proc.returncode != 0 and "file 'pinme' was not found in the Nix search path" in proc.stdout, proc.stdout
+    proc = run_ansible(["localhost", "-c", "local", "-m", "ansinix.nixos.nix_build", "-a",
+                        "file=%s nix_path=pinme=%s out_link=%s" % (expr, pinned, tmp_path / "result")], env=ambient)
+    assert proc.returncode == 0 and "-from-the-pinned-path" in proc.stdout, proc.stdout
+    proc = run_ansible(["localhost", "-c", "local", "-m", "ansinix.nixos.nix_build", "-a",
+                        "file=%s use_environment_nix_path=true out_link=%s" % (expr, tmp_path / "result2")], env=ambient)
+    assert proc.returncode == 0, proc.stdout
