@@ -50,13 +50,13 @@ class ActionModule(ActionBase):
         except AnsibleError as exc:
             reached, error = False, str(exc)
         if reached:
-            # The runner checks every second; make sure it took the confirmation, not a timeout.
+            # Make sure the runner took the confirmation (it looks ten times a second), not a timeout.
             outcome = ""
-            for _attempt in range(30):
+            for _attempt in range(100):
                 outcome = self._read_outcome(status_dir)
                 if outcome:
                     break
-                time.sleep(0.5)
+                time.sleep(0.2)
             if outcome == "done":
                 result["confirmed"] = True
                 return

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # The attributes every module of the collection shares: where it runs and its action group.
+    # The attributes every module of the collection documents the same way; each module adds how it
+    # supports check and diff mode.
     DOCUMENTATION = r"""
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
+  check_mode:
+    description: Can run in check mode and return the changed status it would have without making changes.
+  diff_mode:
+    description: Returns details on what has changed, or would change in check mode, with C(--diff).
   platform:
+    description: Target operating systems and families this can run on.
+    support: full
     platforms: posix
   action_group:
+    description: Use C(group/ansinix.nixos.nixos) in C(module_defaults) to set defaults for this module.
     support: full
     membership:
       - ansinix.nixos.nixos
@@ -22,11 +27,13 @@ attributes:
 
     # Modules with an action plugin: they run in the task's host loop, never asynchronously.
     ACTION = r"""
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes.flow
 attributes:
+  action:
+    description: Has a corresponding action plugin that runs on the controller.
   async:
+    description: Supports being run with C(async).
     support: none
   bypass_host_loop:
+    description: Forces a run on a single host, bypassing the host loop.
     support: none
 """

@@ -323,7 +323,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             hostvars["ansible_host"] = address
         for key, value in hostvars.items():
             inventory.set_variable(name, key, value)
+        # The constructed features template per host; skip them when none is configured (a fleet of a
+        # thousand servers spends most of its time there otherwise).
         strict = self.get_option("strict")
-        self._set_composite_vars(self.get_option("compose"), hostvars, name, strict=strict)
-        self._add_host_to_composed_groups(self.get_option("groups"), hostvars, name, strict=strict)
-        self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hostvars, name, strict=strict)
+        if self.get_option("compose"):
+            self._set_composite_vars(self.get_option("compose"), hostvars, name, strict=strict)
+        if self.get_option("groups"):
+            self._add_host_to_composed_groups(self.get_option("groups"), hostvars, name, strict=strict)
+        if self.get_option("keyed_groups"):
+            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hostvars, name, strict=strict)

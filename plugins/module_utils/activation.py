@@ -67,17 +67,17 @@ if [ "$rc" -ne 0 ]; then
 fi
 if [ "$confirm_timeout" -gt 0 ]; then
   echo awaiting-confirmation >"$status/state"
-  waited=0
-  while [ ! -e "$status/confirmed" ] && [ "$waited" -lt "$confirm_timeout" ]; do
-    sleep 1
-    waited=$((waited + 1))
+  # Poll often: the controller waits for this loop to see its confirmation before it moves on.
+  deadline=$(( $(date +%s) + confirm_timeout ))
+  while [ ! -e "$status/confirmed" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+    sleep 0.1
   done
   if [ ! -e "$status/confirmed" ]; then
     rollback unconfirmed
     exit 0
   fi
 fi
-echo done >"$status/outcome"
+echo "done" >"$status/outcome"
 """
 
 
