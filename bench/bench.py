@@ -275,6 +275,10 @@ wait
         for what, ratio, target, detail, met in self.rows:
             lines.append("| %s | %s | %s | %s | %s |" % (what, "%.3g" % ratio, target, {True: "yes", False: "**no**", None: "-"}[met], detail))
         lines += ["", "## Notes", ""] + ["- " + n for n in self.notes]
+        changes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "changes.md")
+        if os.path.exists(changes):
+            with open(changes, encoding="utf-8") as f:
+                lines += ["", "## What each change bought", "", f.read().rstrip()]
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
 
