@@ -168,3 +168,36 @@ def test_collection_playbooks_by_name(fleet, run_playbook):
     to_three = run_playbook("ansinix.nixos.rollback", args=args + ["-l", "web1", "-e", "nixos_generation=3"])
     assert to_three.rc == 0, str(to_three)
     assert hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-2")
+
+
+def test_builder_host_and_http_health_check(fleet, fresh_hosts, run_playbook, testhosts, tmp_path):
+    hosts, args = fleet
+    (builder,) = fresh_hosts("builder")
+    # The builder needs the fleet's files; the controller relays its builds to the targets.
+    archive = subprocess.run(["tar", "-C", FIXTURES_DIR + "/..", "-c", "fleet.nix", "nixos"], capture_output=True, check=True).stdout
+    builder.run("mkdir -p /srv/fleet && tar -C /srv/fleet -x", input=archive)
+    # An HTTP endpoint for the check, served from the monitoring host.
+    hosts["mon"].run("mkdir -p /srv/www && echo ok > /srv/www/healthz && cd /srv/www && "
+                     "nohup python3 -m http.server 8080 --bind %s >/dev/null 2>&1 &" % hosts["mon"].address)
+    version = "builder-%d" % os.getpid()
+    checks = [{"url": "http://%s:8080/healthz" % hosts["mon"].address, "status": 200, "retries": 10, "delay": 1}]
+    run = run_playbook(SITE, args=args + ["-e", "nixos_file=/srv/fleet/fleet.nix"] + extra_vars(
+        nixos_build_on="builder", nixos_args={"version": version}, nixos_health_checks=checks))
+    assert run.rc == 0, str(run)
+    system = hosts["web1"].readlink("/run/current-system")
+    assert system.endswith("-nixos-system-web-" + version)
+    assert builder.store_has(system) and not os.path.exists(system)  # built on the builder only
+    copy = run.result("Copy the store paths the host lacks", "web1")
+    assert copy["copied"] > 0
+    assert [r["url"] for r in run.result("Request the HTTP checks from the controller", "web1")["results"]] == [checks[0]["url"]]
+
+
+def test_phases_have_tags(fleet, run_playbook):
+    hosts, args = fleet
+    version = "tags-%d" % os.getpid()
+    run = run_playbook(SITE, args=args + ["--tags", "build,copy"] + extra_vars(nixos_args={"version": version}))
+    assert run.rc == 0, str(run)
+    built = run.result("Pick this host's system from the builds", "web1")["ansible_facts"]["nixos_system"]
+    assert hosts["web1"].store_has(built)  # copied
+    assert hosts["web1"].generation() == 1 and hosts["web1"].readlink("/run/current-system") != built  # not switched
+    assert not [e for e in run.events if e["task"] == "Switch to the new system"]
