@@ -1,4 +1,5 @@
 """The README's demo deploys the three hosts, and a second run changes nothing."""
+import json
 import os
 import re
 import subprocess
@@ -26,11 +27,16 @@ def test_demo_deploys_then_changes_nothing():
         # Copy and switch change every host; the build may find its result already in the store.
         assert {h: c >= 2 for h, (_ok, c) in recap(first.stdout).items()} == {"mon": True, "web1": True, "web2": True}
         hosts = TestHosts(prefix=DEMO_PREFIX)
-        for name in ("web1", "web2", "mon"):
-            assert hosts[name].readlink("/run/current-system").endswith("-nixos-system-%s-1" % name)
+        for name, configuration in (("web1", "web"), ("web2", "web"), ("mon", "mon")):
+            assert hosts[name].readlink("/run/current-system").endswith("-nixos-system-%s-24.05" % configuration)
             assert hosts[name].generation() == 2
-        targets = hosts["mon"].read_file("/etc/static/prometheus/targets.json")
-        assert targets == '["%s:9100","%s:9100"]' % (hosts["web1"].address, hosts["web2"].address)
+        # examples/fleet's real NixOS modules, through the stand-in nixpkgs: units, packages, cross-host data.
+        assert sorted(hosts["web1"].run("ls /run/ansinix-units").stdout.split()) == [
+            "nginx.service", "prometheus-node-exporter.service", "sshd.service"]
+        assert hosts["web1"].exists("/run/current-system/sw/bin/htop")
+        scrape = json.loads(hosts["mon"].read_file("/etc/static/prometheus/prometheus.yml"))
+        targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+        assert sorted(targets) == sorted("%s:9100" % hosts[h].address for h in ("web1", "web2"))
         second = run_demo()
         assert second.returncode == 0, second.stdout + second.stderr
         assert {h: c for h, (_ok, c) in recap(second.stdout).items()} == {"mon": 0, "web1": 0, "web2": 0}
