@@ -140,7 +140,10 @@ def test_site_through_ansible_runner(fleet, testhosts, tmp_path):
     (data / "inventory" / "fleet.yml").write_text(
         "all:\n  hosts:\n    web1: {nixos_configuration: web}\n    web2: {nixos_configuration: web}\n    mon: {nixos_configuration: mon}\n")
     (data / "project" / "site.yml").write_text(open(SITE, encoding="utf-8").read())
-    (data / "env" / "extravars").write_text(json.dumps({"nixos_file": FLEET}))
+    # The example fleet (real NixOS modules), with <nixpkgs> pointing at the stand-in.
+    (data / "env" / "extravars").write_text(json.dumps({
+        "nixos_file": os.path.join(REPO_ROOT, "examples", "fleet", "default.nix"),
+        "nixos_nix_path": ["nixpkgs=" + os.path.join(REPO_ROOT, "tests", "fixtures", "mini-nixpkgs")]}))
     env = ansible_env(testhosts)
     env.pop("ANSIBLE_INVENTORY", None)
     proc = subprocess.run(["ansible-runner", "run", str(data), "-p", "site.yml", "--limit", "web1,web2,mon"], env=env,
@@ -150,7 +153,10 @@ def test_site_through_ansible_runner(fleet, testhosts, tmp_path):
     status = (data / "artifacts").glob("*/status")
     assert [p.read_text() for p in status] == ["successful"]
     for name, host in hosts.items():
-        assert host.readlink("/run/current-system").endswith("-nixos-system-%s-1" % ("mon" if name == "mon" else "web"))
+        assert host.readlink("/run/current-system").endswith("-nixos-system-%s-24.05" % ("mon" if name == "mon" else "web"))
+    scrape = json.loads(hosts["mon"].read_file("/etc/static/prometheus/prometheus.yml"))
+    assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == sorted(
+        "%s:9100" % hosts[h].address for h in ("web1", "web2"))
 
 
 def test_collection_playbooks_by_name(fleet, run_playbook):
