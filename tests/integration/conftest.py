@@ -41,6 +41,14 @@ def fresh_hosts(testhosts):
 
 
 @pytest.fixture
+def ansible_env(testhosts):
+    """Environment for running ansible or ansible-playbook yourself against the session's hosts:
+    this checkout as the collection, their inventory, host key checking on, nix without caches,
+    and Ansible's local temp and SSH control sockets in the hosts' state directory."""
+    return ansible.ansible_env(testhosts)
+
+
+@pytest.fixture
 def run_playbook(testhosts):
     def run(playbook, **kwargs):
         return ansible.run_playbook(playbook, hosts=testhosts, **kwargs)

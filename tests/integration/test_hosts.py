@@ -1,10 +1,13 @@
 """The test hosts are separate machines as far as the deploy tools can tell, and leave nothing behind."""
 import os
+import socket
 import subprocess
+import sys
 
 import pytest
 
-from ansinix_test.hosts import TestHosts
+from ansinix_test import ansible, systems
+from ansinix_test.hosts import HostError, TestHosts
 
 # A set of its own, next to the session's hosts (and to other suites, which have other prefixes).
 OWN_PREFIX = (os.environ.get("ANSINIX_TESTHOSTS_PREFIX") or "ax")[:3] + "hosts"
@@ -79,6 +82,20 @@ def test_ssh_as_root_and_deploy_with_host_key_checking(own_hosts):
     assert web1.run("bash -c %r" % probe).stdout == "SSH-"
 
 
+def test_hosts_reach_the_controller(own_hosts):
+    (web1,) = own_hosts.start(["web1"])
+    with socket.socket() as listener:
+        listener.bind((own_hosts.gateway, 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        web1.run("bash -c 'exec 3<>/dev/tcp/%s/%d && echo from-$(hostname) >&3'" % (own_hosts.gateway, port))
+        listener.settimeout(10)
+        conn, peer = listener.accept()
+        with conn:
+            assert conn.recv(100) == b"from-web1\n"
+    assert peer[0] == web1.address
+
+
 def test_ansible_reaches_every_host(own_hosts):
     own_hosts.start(["web1", "web2", "mon"])
     env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="True")
@@ -87,6 +104,15 @@ def test_ansible_reaches_every_host(own_hosts):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("web1", "web2", "mon"):
         assert "%s | CHANGED | rc=0 | (stdout) %s" % (name, name) in proc.stdout
+    proc = ansible.run_ansible(["all", "-m", "ansible.builtin.ping", "-o"], hosts=own_hosts)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(line.split(" | ")[0] for line in proc.stdout.splitlines()) == ["mon", "web1", "web2"]
+    assert all('"ping": "pong"' in line for line in proc.stdout.splitlines())
+    # The deploy user becomes root with sudo, as a deploy through a non-root account would.
+    proc = ansible.run_ansible(["web2", "-u", "deploy", "-b", "-m", "ansible.builtin.command", "-a", "id -un", "-o"],
+                               hosts=own_hosts)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(stdout) root" in proc.stdout
 
 
 def test_host_without_nix_and_host_not_nixos(own_hosts):
@@ -109,6 +135,65 @@ def test_reboot_gives_new_boot_id_and_empty_run(own_hosts):
     assert web1.exists("/etc/kept")
     assert web1.read_file("/run/sshd.pid").strip() != old_sshd
     assert web1.ssh(["true"]).returncode == 0
+
+
+def test_host_boots_its_system_and_reset_makes_it_new(own_hosts):
+    base = systems.build_system(name="base")
+    web1, web2 = own_hosts.start(["web1", "web2"], options={"web1": {"system": base}})
+    # Installed as NixOS does: profile generation 1, boot loader installed, the default entry booted.
+    assert web1.generation() == 1
+    assert web1.readlink("/nix/var/nix/profiles/system-1-link") == base
+    assert web1.readlink("/run/current-system") == base
+    assert web1.readlink("/run/booted-system") == base
+    assert "default nixos-generation-1.conf" in web1.read_file("/boot/loader/loader.conf")
+    assert "options init=%s/init" % base in web1.read_file("/boot/loader/entries/nixos-generation-1.conf")
+    assert web1.read_file("/boot/loader/ansinix-bootloader.log").strip().endswith("boot %s install_bootloader=1" % base)
+    assert web1.store_has(base)
+    # The other host's store is its own: empty, no profile.
+    assert not web2.store_has(base)
+    assert web2.generation() is None and not web2.exists("/run/current-system")
+    # Reboot runs the default entry again.
+    web1.run("rm /run/current-system")
+    web1.reboot()
+    assert web1.readlink("/run/current-system") == base == web1.readlink("/run/booted-system")
+    # Reset: a new machine with the same name, address and host key, booted into its system again.
+    boot_id = web1.boot_id()
+    web1.run("mkdir -p /nix/var/leftover && touch /root/leftover")
+    web1.reset()
+    assert not web1.exists("/nix/var/leftover") and not web1.exists("/root/leftover")
+    assert web1.boot_id() != boot_id
+    assert web1.generation() == 1 and web1.readlink("/run/booted-system") == base
+    assert web1.ssh(["hostname"]).stdout.strip() == "web1"
+
+
+def test_bad_host_names_are_refused_before_anything_starts(own_hosts):
+    for names, options in ((["Web1"], None), (["web/1"], None), (["web1"], {"web2": {"nix": False}})):
+        with pytest.raises(HostError) as error:
+            own_hosts.start(names, options=options)
+        assert "\n" not in str(error.value)
+    assert machine_state(OWN_PREFIX)["netns"] == []
+    assert not os.path.exists(own_hosts.state_dir)
+
+
+def test_command_line(own_hosts):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ansinix_test.hosts", "--prefix", OWN_PREFIX] + list(args),
+                              capture_output=True, text=True, check=False, timeout=300)
+
+    proc = cli("start", "web1", "bare", "--no-nix", "bare")
+    assert proc.returncode == 0, proc.stderr
+    assert "inventory: %s" % own_hosts.inventory_path in proc.stdout
+    subnet = TestHosts(prefix=OWN_PREFIX).subnet
+    assert cli("status").stdout.split() == ["web1", subnet + ".10", "running", "bare", subnet + ".11", "running"]
+    assert cli("exec", "web1", "--", "hostname").stdout == "web1\n"
+    assert cli("exec", "web1", "--", "sh", "-c", "exit 3").returncode == 3
+    proc = cli("exec", "bare", "--", "nix-build", "--version")
+    assert proc.returncode == 127 and "not found" in proc.stderr
+    proc = cli("exec", "ghost", "--", "true")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: no test host ghost")
+    assert cli("inventory").stdout.strip() == own_hosts.inventory_path
+    assert cli("stop").returncode == 0
+    assert machine_state(OWN_PREFIX) == {"netns": [], "mounts": [], "links": [], "state_dir": False}
 
 
 def test_start_is_idempotent(own_hosts):
@@ -136,3 +221,11 @@ def test_stop_leaves_nothing_and_start_recovers_from_a_crash(own_hosts):
     state = machine_state(OWN_PREFIX)
     assert state == {"netns": [], "mounts": [], "links": [], "state_dir": False}, state
     assert not [pid for pid in pids if alive(pid)]
+    recovered.stop()  # stopping twice is fine
+
+
+def test_start_removes_namespaces_no_host_owns(own_hosts):
+    # What a run that crashed before recording its hosts leaves behind.
+    subprocess.run(["ip", "netns", "add", OWN_PREFIX + "-ghost"], check=True)
+    own_hosts.start(["web1"])
+    assert [line.split()[0] for line in machine_state(OWN_PREFIX)["netns"]] == [OWN_PREFIX + "-web1"]

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -31,6 +32,9 @@ DEPLOY_USER = "deploy"
 DEPLOY_UID = 1500
 # What a playbook runs on a test host to have the harness reboot it (see TestHosts.serve_reboots).
 REBOOT_COMMAND = "touch /var/lib/ansinix-harness/reboot-request"
+
+# A host name is its hostname, part of its netns name and an inventory name.
+HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 # Directories of the machine each host gets its own copy of.
 OWN_DIRS = ("nix", "boot", "root", "home")
@@ -523,6 +527,12 @@ class TestHosts:
     def start(self, names, options=None):
         """Start these hosts (and keep any already started). Idempotent; cleans up after a crash."""
         options = options or {}
+        for name in list(names) + list(options):
+            if not isinstance(name, str) or not HOST_NAME_RE.match(name):
+                raise HostError("host name %r: use a lower-case letter, then up to 30 letters, digits or '-'" % (name,))
+        unknown = set(options) - set(names)
+        if unknown:
+            raise HostError("options for hosts not being started: %s; add them to the names" % ", ".join(sorted(unknown)))
         if self.subnet is None:
             self.subnet = _subnet_for(self.prefix)
             self.gateway = self.subnet + ".1"
@@ -552,10 +562,20 @@ class TestHosts:
         return [self.hosts[n] for n in names]
 
     def _cleanup_stale(self):
-        """After a crash: hosts whose namespaces are gone or whose processes died are stopped."""
+        """After a crash: hosts whose namespaces are gone or whose processes died are stopped,
+        and namespaces of this prefix that no registered host owns are removed."""
         for host in self:
             if not host.running():
                 host.stop()
+        known = {host.netns for host in self}
+        for netns in self._prefix_netns():
+            if netns not in known:
+                _run(["ip", "netns", "del", netns], check=False)
+
+    def _prefix_netns(self):
+        listing = _run(["ip", "netns", "list"], check=False).stdout
+        names = [line.split()[0] for line in listing.splitlines() if line.split()]
+        return [name for name in names if name.startswith(self.prefix + "-")]
 
     def write_inventory(self):
         lines = ["# Written by ansinix_test.hosts for the test hosts of prefix %s." % self.prefix,
@@ -606,10 +626,8 @@ class TestHosts:
         for host in self:
             host.stop()
         # Leftovers no registry knows of (a crash before it was written).
-        for line in _run(["ip", "netns", "list"], check=False).stdout.splitlines():
-            name = line.split()[0] if line.split() else ""
-            if name.startswith(self.prefix + "-"):
-                _run(["ip", "netns", "del", name], check=False)
+        for name in self._prefix_netns():
+            _run(["ip", "netns", "del", name], check=False)
         if os.path.isdir(self.ns_dir):
             for entry in os.listdir(self.ns_dir):
                 path = os.path.join(self.ns_dir, entry)
@@ -621,6 +639,13 @@ class TestHosts:
         self.hosts = {}
 
 
+def _system_option(text):
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path.startswith("/nix/store/"):
+        raise argparse.ArgumentTypeError("%r: give NAME=/nix/store/...-nixos-system-..." % text)
+    return name, path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ansinix_test.hosts", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--prefix", help="names, addresses and state of this set of hosts (default: $ANSINIX_TESTHOSTS_PREFIX or ax)")
@@ -629,6 +654,8 @@ def main(argv=None):
     start.add_argument("names", nargs="+")
     start.add_argument("--no-nix", action="append", default=[], metavar="NAME", help="a host without nix commands")
     start.add_argument("--not-nixos", action="append", default=[], metavar="NAME", help="a host without /etc/NIXOS")
+    start.add_argument("--system", action="append", default=[], type=_system_option, metavar="NAME=PATH",
+                       help="install this system closure of the controller on a new host and boot it")
     sub.add_parser("stop", help="remove all hosts of the prefix")
     sub.add_parser("status", help="list the hosts")
     sub.add_parser("inventory", help="print the inventory path")
@@ -638,10 +665,17 @@ def main(argv=None):
     run.add_argument("name")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    hosts = TestHosts(prefix=args.prefix)
     try:
+        hosts = TestHosts(prefix=args.prefix)
+        if args.command in ("reboot", "exec") and args.name not in hosts.hosts:
+            raise HostError("no test host %s with prefix %s; start it first: python -m ansinix_test.hosts start %s"
+                            % (args.name, hosts.prefix, args.name))
         if args.command == "start":
             opts = {n: {"nix": n not in args.no_nix, "nixos": n not in args.not_nixos} for n in args.names}
+            for name, path in args.system:
+                if name not in opts:
+                    raise HostError("--system %s=...: %s is not among the hosts to start" % (name, name))
+                opts[name]["system"] = path
             for host in hosts.start(args.names, options=opts):
                 print("%-10s %s" % (host.name, host.address))
             print("inventory: %s" % hosts.inventory_path)
@@ -649,18 +683,20 @@ def main(argv=None):
             hosts.stop()
         elif args.command == "status":
             for host in hosts:
-                print("%-10s %-15s %s" % (host.name, host.address, "running" if host.pids() else "stopped"))
+                print("%-10s %-15s %s" % (host.name, host.address, "running" if host.running() else "stopped"))
         elif args.command == "inventory":
             print(hosts.inventory_path)
         elif args.command == "reboot":
             print(hosts[args.name].reboot())
         elif args.command == "exec":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if not cmd:
+                raise HostError("exec %s: give a command to run, e.g. exec %s -- hostname" % (args.name, args.name))
             proc = hosts[args.name].run(shlex.join(cmd), check=False)
             sys.stdout.write(proc.stdout)
             sys.stderr.write(proc.stderr)
             return proc.returncode
-    except (HostError, KeyError) as exc:
+    except HostError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
     return 0
