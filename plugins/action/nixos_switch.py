@@ -1,10 +1,18 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller half of nixos_switch: confirms a switch over a new connection (magic rollback)."""
+"""Controller half of nixos_switch: confirms a switch over a new connection (magic rollback).
+
+The module leaves the host waiting for a confirmation token. Only a connection opened after the
+switch proves that the new system still lets us in: a multiplexed SSH master (ControlPersist) or a
+cached paramiko transport would carry the token over the old, already authenticated connection.
+So the connection is reset first, and the host-side script checks that its own sshd process is
+not the one the module ran under; the runner on the host checks that again before it accepts.
+"""
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 
@@ -15,7 +23,47 @@ from ansible.utils.display import Display
 display = Display()
 
 # After the confirm timeout, how long the host may take to roll back and let us in again.
-RECOVERY_GRACE = 60
+RECOVERY_GRACE = 120
+# How long the runner may take to finish after the confirmation (pruning generations included).
+FINISH_WAIT = 300
+SAME_CONNECTION_RC = 4
+
+# Runs on the host over the new connection: find this command's sshd process (the connection's),
+# refuse to confirm over the module's, hand the runner the token, and wait for it to finish.
+CONFIRM_SCRIPT = r"""
+dir=%(dir)s; original=%(original)s
+conn=none; p=$$
+while [ "$p" -gt 1 ] 2>/dev/null; do
+  read -r stat < /proc/$p/stat || break
+  read -r comm < /proc/$p/comm || break
+  set -- ${stat##*\) }
+  case $comm in sshd*) conn="$p:${20}"; break ;; esac
+  p=$2
+done
+echo "connection $conn"
+[ -d "$dir" ] || { echo "the status directory $dir is gone"; exit 3; }
+if [ "$original" != none ] && [ "$conn" = "$original" ]; then exit %(same_rc)d; fi
+printf '%%s %%s\n' %(token)s "$conn" > "$dir/confirm.tmp" && mv -f "$dir/confirm.tmp" "$dir/confirm" || exit 5
+i=0
+while [ "$i" -lt %(polls)d ] && ! grep -q '"state": "finished"' "$dir/status.json"; do sleep 0.1; i=$((i + 1)); done
+echo status; cat "$dir/status.json"
+"""
+
+
+def parse_confirm_output(stdout):
+    """(connection id of the confirming command, the runner's status or None) from CONFIRM_SCRIPT's output."""
+    connection, status = None, None
+    lines = (stdout or "").splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("connection "):
+            connection = line.split(None, 1)[1].strip()
+        elif line == "status":
+            try:
+                status = json.loads("\n".join(lines[i + 1:]))
+            except ValueError:
+                status = None
+            break
+    return connection, status
 
 
 class ActionModule(ActionBase):
@@ -25,66 +73,84 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         module_result = self._execute_module(module_name="ansinix.nixos.nixos_switch", module_args=self._task.args,
                                              task_vars=task_vars)
-        confirm = module_result.pop("confirm", None)
-        if confirm and not module_result.get("failed"):
-            self._confirm(confirm, module_result)
+        request = module_result.pop("confirm", None)
+        if request and not module_result.get("failed"):
+            self._confirm(request, module_result)
         result.update(module_result)
         return result
 
+    # -- over a new connection ----------------------------------------------------------------------
+
     def _fresh_command(self, cmd):
-        """Run cmd over a connection opened now (a cached or multiplexed one would prove nothing)."""
+        """Run cmd as root over a connection opened now: reset() stops an SSH master, reconnects paramiko."""
         self._connection.reset()
         return self._low_level_execute_command(cmd, sudoable=True)
 
-    def _read_outcome(self, status_dir):
-        res = self._low_level_execute_command("cat %s 2>/dev/null || true" % shlex.quote(status_dir + "/outcome"), sudoable=True)
-        return (res.get("stdout") or "").strip()
+    def _confirm(self, request, result):
+        script = CONFIRM_SCRIPT % {
+            "dir": shlex.quote(request["status_dir"]), "original": shlex.quote(request.get("connection_id") or "none"),
+            "token": shlex.quote(request["token"]), "same_rc": SAME_CONNECTION_RC, "polls": FINISH_WAIT * 10,
+        }
+        error, status = None, None
+        for _attempt in range(2):
+            try:
+                res = self._fresh_command(script)
+            except AnsibleError as exc:
+                error = "no new connection: %s" % str(exc).strip().splitlines()[-1]
+                break
+            connection, status = parse_confirm_output(res.get("stdout"))
+            result["confirm_connection"] = connection
+            if res.get("rc") == SAME_CONNECTION_RC:
+                # The connection plugin gave us the old connection again; one more reset, then give up.
+                error = ("the connection plugin %s reused the connection the switch ran over (sshd %s), so no new login could be "
+                         "tested" % (self._connection.transport, connection))
+                continue
+            if res.get("rc") != 0 or status is None:
+                error = (res.get("stderr") or res.get("stdout") or "exit %s" % res.get("rc")).strip().splitlines()[-1]
+            else:
+                error = None
+            break
+        if status is not None and status.get("state") == "finished":
+            self._finish(status, result, error)
+            return
+        display.warning("nixos_switch: could not confirm the new system over a new connection (%s); waiting up to %ss for the "
+                        "host to roll itself back" % (error or "no answer", int(request["timeout"]) + RECOVERY_GRACE))
+        status = self._wait_for_runner(request, int(request["timeout"]) + RECOVERY_GRACE)
+        self._finish(status, result, error or "no answer")
 
-    def _confirm(self, confirm, result):
-        status_dir, timeout = confirm["status_dir"], int(confirm["timeout"])
-        marker = shlex.quote(status_dir + "/confirmed")
-        try:
-            res = self._fresh_command("test -d %s && echo confirmed > %s" % (shlex.quote(status_dir), marker))
-            reached = res.get("rc") == 0
-            error = (res.get("stderr") or res.get("stdout") or "").strip()
-        except AnsibleError as exc:
-            reached, error = False, str(exc)
-        if reached:
-            # Make sure the runner took the confirmation (it looks ten times a second), not a timeout.
-            outcome = ""
-            for _attempt in range(100):
-                outcome = self._read_outcome(status_dir)
-                if outcome:
-                    break
-                time.sleep(0.2)
-            if outcome == "done":
-                result["confirmed"] = True
-                return
-            error = "the host reported %r instead of taking the confirmation" % (outcome or "nothing")
-        display.warning("nixos_switch: could not confirm the new system on %s over a new connection (%s); waiting %ss for the "
-                        "host to roll itself back" % (self._task.get_name(), error.splitlines()[-1] if error else "no answer", timeout))
-        self._wait_for_rollback(status_dir, timeout, result, error)
-
-    def _wait_for_rollback(self, status_dir, timeout, result, error):
-        deadline = time.time() + timeout + RECOVERY_GRACE
-        time.sleep(min(timeout, 2))
-        outcome = ""
+    def _wait_for_runner(self, request, timeout):
+        """The runner's final status, read over new connections as soon as one gets in, or None."""
+        deadline = time.time() + timeout
+        cmd = "cat %s" % shlex.quote(request["status_dir"] + "/status.json")
         while time.time() < deadline:
             try:
-                self._connection.reset()
-                outcome = self._read_outcome(status_dir)
-                if outcome and outcome != "done":
-                    break
-            except AnsibleError:
+                res = self._fresh_command(cmd)
+                status = json.loads(res.get("stdout") or "null") if res.get("rc") == 0 else None
+                if status and status.get("state") == "finished":
+                    return status
+            except (AnsibleError, ValueError):
                 pass
-            time.sleep(2)
+            time.sleep(1)
+        return None
+
+    def _finish(self, status, result, error):
+        if status is None:
+            result.update(failed=True, confirmed=False)
+            result["msg"] = ("the new system %s could not be confirmed (%s) and the host could not be reached again to learn "
+                             "whether it rolled back; look at it on its console" % (result.get("system"), error))
+            return
+        result.update(current=status.get("current_system"), generation=status.get("current_generation"),
+                      rolled_back=bool(status.get("rolled_back")), deleted_generations=status.get("deleted_generations") or [],
+                      confirmed=bool(status.get("confirmed")))
+        if status.get("outcome") == "done" and status.get("confirmed"):
+            return
         result["failed"] = True
-        result["confirmed"] = False
-        if outcome == "unconfirmed":
-            current = self._low_level_execute_command("readlink -f /run/current-system", sudoable=True).get("stdout", "").strip()
-            result.update(rolled_back=True, current=current, changed=True)
-            result["msg"] = ("the new system %s did not let a new SSH connection in (%s); the host rolled itself back to %s"
-                             % (result.get("system"), error.splitlines()[-1] if error else "no answer", current))
+        if status.get("rolled_back") and status.get("rollback_reason") == "unconfirmed":
+            errors = status.get("rollback_errors") or []
+            result["msg"] = ("the new system %s did not let a new SSH connection in (%s); the host rolled itself back to %s "
+                             "(generation %s)%s" % (result.get("system"), error or "confirmation too late", status.get("current_system"),
+                                                    status.get("current_generation"),
+                                                    ", with errors: " + "; ".join(errors) if errors else ""))
         else:
-            result["msg"] = ("the new system %s could not be confirmed (%s) and the host could not be reached again within "
-                             "%ss to learn whether it rolled back; check it on the console" % (result.get("system"), error, timeout + RECOVERY_GRACE))
+            result["msg"] = ("the switch to %s did not complete after the confirmation: %s (outcome %s); log on the host: %s"
+                             % (result.get("system"), status.get("error") or error, status.get("outcome"), status.get("log")))

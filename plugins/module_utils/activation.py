@@ -1,249 +1,237 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Running an activation on the host, detached from the connection that asked for it.
+"""Module side of an activation: the host's deploy lock, starting the detached runner, waiting on it.
 
-The activation, the automatic rollback when it fails, and the magic rollback when no confirmation
-arrives in time are all done by one runner script on the host, so they complete even if the SSH
-connection (or the controller) goes away mid-switch. The runner holds the host's deploy lock until
-it is done, so a second deploy waits for the first, confirmation window included.
+The runner (activation_runner.py) does everything that changes the host: setting the profile, the
+activation, the automatic rollback, the magic rollback and pruning. The module takes the deploy
+lock, decides, hands the lock over to the runner it starts, and waits on the runner's status.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
+import inspect
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import sys
 import time
-import uuid
 
+from ansible_collections.ansinix.nixos.plugins.module_utils import activation_runner as runner_code
+from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import (
+    handover_pending, process_alive, read_json, read_lock_record, try_lock, write_json_atomic, write_lock_record,
+)
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError
 
 STATE_DIR = "/run/ansinix"
 LOCK_FILE = STATE_DIR + "/deploy.lock"
 LOG_DIR = "/var/log/ansinix"
-SYSTEMD_UNIT = "ansinix-switch"
-
-# $1 status dir. Everything else comes from $1/params (shell assignments written by the module).
-RUNNER = r"""#!/bin/sh
-# Written by ansinix.nixos.nixos_switch: activates a system and rolls it back when it fails or when
-# no confirmation arrives in time. Runs detached from the SSH session that started it.
-status=$1
-. "$status/params"
-exec >>"$status/runner.log" 2>&1
-
-rollback() {
-  echo "$(date -u +%FT%TZ) rolling back: $1"
-  if [ -n "$previous_generation" ]; then
-    nix-env --profile "$profile" --switch-generation "$previous_generation"
-  fi
-  if [ -n "$previous_system" ] && [ "$action" != boot ]; then
-    "$previous_system/bin/switch-to-configuration" "$rollback_action" >"$status/rollback.out" 2>&1
-    echo "$?" >"$status/rollback.rc"
-  elif [ -n "$previous_system" ]; then
-    "$previous_system/bin/switch-to-configuration" boot >"$status/rollback.out" 2>&1
-    echo "$?" >"$status/rollback.rc"
-  fi
-  if [ -n "$new_generation" ] && [ "$new_generation" != "$previous_generation" ] && [ "$delete_new_generation" = 1 ]; then
-    nix-env --profile "$profile" --delete-generations "$new_generation"
-  fi
-  echo "$1" >"$status/outcome"
-}
-
-NIXOS_INSTALL_BOOTLOADER=$install_bootloader "$activate/bin/switch-to-configuration" "$action" >"$status/activation.out" 2>&1
-rc=$?
-cp "$status/activation.out" "$log"
-echo "$rc" >"$status/rc"
-if [ "$rc" -ne 0 ]; then
-  if [ "$rollback_on_failure" = 1 ] && [ "$action" != dry-activate ]; then
-    rollback failed
-  else
-    echo failed >"$status/outcome"
-  fi
-  exit 0
-fi
-if [ "$confirm_timeout" -gt 0 ]; then
-  echo awaiting-confirmation >"$status/state"
-  # Poll often: the controller waits for this loop to see its confirmation before it moves on.
-  deadline=$(( $(date +%s) + confirm_timeout ))
-  while [ ! -e "$status/confirmed" ] && [ "$(date +%s)" -lt "$deadline" ]; do
-    sleep 0.1
-  done
-  if [ ! -e "$status/confirmed" ]; then
-    rollback unconfirmed
-    exit 0
-  fi
-fi
-echo "done" >"$status/outcome"
-"""
+KEEP_RUNS = 20
+# How long a runner may take to show up in its status after it was started.
+START_TIMEOUT = 60
 
 
 def systemd_running():
+    """systemd is PID 1 (what sd_booted() checks)."""
     return os.path.isdir("/run/systemd/system")
 
 
-class DeployLock:
-    """The host's deploy lock: an flock that dies with its holder, so a crash never blocks."""
+def describe_holder(record):
+    """Who holds the deploy lock, in words, from the lock file's record."""
+    if not record:
+        return "holder unknown"
+    if record.get("status_dir"):
+        status = read_json(os.path.join(record["status_dir"], "status.json")) or {}
+        pid = status.get("pid") or record.get("pid")
+        return "a switch to %s, runner pid %s, %s since %s; its log: %s" % (
+            record.get("system") or "?", pid or "not started", status.get("state", "starting"),
+            record.get("since", "?"), status.get("log") or record["status_dir"])
+    return "pid %s since %s" % (record.get("pid", "?"), record.get("since", "?"))
 
-    def __init__(self, timeout):
+
+class DeployLock:
+    """One deploy at a time per host.
+
+    An flock on LOCK_FILE, so a holder that dies frees it. The module hands it over to the runner
+    it starts: it writes a handover record before releasing, and whoever takes the flock while that
+    handover is pending (the runner alive, or just started) lets go of it again.
+    """
+
+    def __init__(self, timeout, lock_file=LOCK_FILE):
         self.timeout = timeout
+        self.lock_file = lock_file
         self.fd = None
 
-    def acquire(self):
-        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-        self.fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    def acquire(self, poll=0.1):
+        os.makedirs(os.path.dirname(self.lock_file), mode=0o700, exist_ok=True)
+        self.fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + self.timeout
         while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    holder = self.holder()
-                    raise NixError(
-                        "another deploy is running on this host (%s); it holds %s. Wait for it, or raise "
-                        "lock_timeout (now %ss)" % (holder or "holder unknown", LOCK_FILE, self.timeout)
-                    )
-                time.sleep(0.2)
-        # A runner of an earlier deploy started by systemd may still be busy (it takes the lock too,
-        # but only once it starts); wait for it.
-        while systemd_running() and unit_active() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, ("pid %d since %s" % (os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))).encode())
+            if try_lock(self.fd):
+                if not handover_pending(read_lock_record(self.lock_file)):
+                    break
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            if time.monotonic() >= deadline:
+                holder = describe_holder(read_lock_record(self.lock_file))
+                self.release()
+                raise NixError("another deploy is running on this host (%s). Wait for it, or raise lock_timeout (now %ss)"
+                               % (holder, self.timeout))
+            time.sleep(poll)
+        write_lock_record(self.fd, {"pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return self
 
-    def holder(self):
-        try:
-            with open(LOCK_FILE) as f:
-                return f.read().strip()
-        except OSError:
-            return None
+    def hand_over(self, status_dir, system):
+        write_lock_record(self.fd, {"handover": True, "status_dir": status_dir, "system": system, "pid": os.getpid(),
+                                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "since_epoch": time.time()})
 
-    def release(self):
+    def release(self, clear=False):
         if self.fd is not None:
+            if clear:
+                write_lock_record(self.fd, {})
             os.close(self.fd)
             self.fd = None
 
 
-def unit_active():
-    return subprocess.call(["systemctl", "is-active", "--quiet", SYSTEMD_UNIT]) == 0
+def runner_source():
+    return inspect.getsource(runner_code)
 
 
-def shell_quote(value):
-    return "'" + str(value).replace("'", "'\"'\"'") + "'"
+def new_run_id():
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 class Activation:
-    """One activation run by the detached runner; its files live in a status directory."""
+    """One run of the runner; its files live in a status directory under STATE_DIR."""
 
     def __init__(self, status_dir):
         self.status_dir = status_dir
 
     @classmethod
-    def start(cls, lock, params):
-        """Write the runner and its parameters, and start it detached, handing it the lock."""
-        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
-        status_dir = os.path.join(STATE_DIR, "switch-" + run_id)
+    def start(cls, lock, params, state_dir=STATE_DIR, log_dir=LOG_DIR, use_systemd=None):
+        """Write the runner and its parameters, hand it the lock, and start it detached."""
+        run_id = new_run_id()
+        status_dir = os.path.join(state_dir, "switch-" + run_id)
         os.makedirs(status_dir, mode=0o700)
-        os.makedirs(LOG_DIR, mode=0o750, exist_ok=True)
-        params = dict(params, log=os.path.join(LOG_DIR, "switch-%s.log" % run_id))
-        with open(os.path.join(status_dir, "params"), "w") as f:
-            for key, value in sorted(params.items()):
-                f.write("%s=%s\n" % (key, shell_quote("" if value is None else value)))
-        runner = os.path.join(status_dir, "runner.sh")
+        params = dict(params, token=secrets.token_hex(16), lock_file=lock.lock_file,
+                      log=os.path.join(log_dir, "switch-%s.log" % run_id))
+        unknown = set(params) - set(runner_code.PARAM_KEYS)
+        if unknown:
+            raise NixError("internal error: unknown runner parameters %s" % ", ".join(sorted(unknown)))
+        write_json_atomic(os.path.join(status_dir, "params.json"), params)
+        write_json_atomic(os.path.join(status_dir, "status.json"), {"state": "starting", "log": params["log"]})
+        runner = os.path.join(status_dir, "runner.py")
         with open(runner, "w") as f:
-            f.write(RUNNER)
-        os.chmod(runner, 0o700)
-        env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":/run/current-system/sw/bin:/usr/bin:/bin")
-        if systemd_running():
-            # Its own unit: survives the SSH session's scope being stopped; the fixed name keeps a
-            # second runner from starting while one is busy.
-            argv = ["systemd-run", "--unit=" + SYSTEMD_UNIT, "--collect", "--quiet", "--service-type=exec",
-                    "--setenv=PATH=" + env["PATH"], "flock", LOCK_FILE, runner, status_dir]
-            lock.release()
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise NixError("could not start the activation with systemd-run: %s" % proc.stderr.strip())
-        else:
-            # A new session, not a child of this connection; it inherits the lock and holds it to the end.
-            with open(os.devnull, "rb") as devnull_in, open(os.devnull, "wb") as devnull_out:
-                subprocess.Popen([runner, status_dir], stdin=devnull_in, stdout=devnull_out, stderr=devnull_out,
-                                 start_new_session=True, pass_fds=(lock.fd,), env=env, cwd="/")
-            lock.release()
+            f.write(runner_source())
+        # The interpreter by its store path: the new system may no longer have /run/current-system/sw/bin/python3.
+        python = os.path.realpath(sys.executable)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/run/current-system/sw/bin", "LANG": "C.UTF-8"}
+        if os.environ.get("LOCALE_ARCHIVE"):
+            env["LOCALE_ARCHIVE"] = os.environ["LOCALE_ARCHIVE"]
+        lock.hand_over(status_dir, params["system"])
+        try:
+            if systemd_running() if use_systemd is None else use_systemd:
+                # A unit of its own survives the SSH session's scope and logind's cleanup of it.
+                argv = ["systemd-run", "--unit=ansinix-switch-" + run_id, "--description=ansinix.nixos switch to " + params["system"],
+                        "--collect", "--no-ask-password", "--quiet", "--service-type=exec"]
+                argv += ["--setenv=%s=%s" % item for item in sorted(env.items())]
+                argv += [python, runner, status_dir]
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise NixError("could not start the activation with systemd-run (exit %d): %s"
+                                   % (proc.returncode, proc.stderr.strip() or proc.stdout.strip()))
+            else:
+                # The runner forks twice and leaves this process's session: the connection's end
+                # (SIGHUP, the session's process group going away) does not reach it.
+                rc = subprocess.call([python, runner, "--detach", status_dir], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", env=env,
+                                     start_new_session=True)
+                if rc != 0:
+                    raise NixError("could not start the activation runner %s (exit %d)" % (runner, rc))
+        except (OSError, NixError) as exc:
+            lock.release(clear=True)
+            raise NixError(exc.msg if isinstance(exc, NixError) else "could not start the activation runner: %s" % exc)
+        lock.release()
         return cls(status_dir)
 
     def read(self, name):
         try:
-            with open(os.path.join(self.status_dir, name)) as f:
+            with open(os.path.join(self.status_dir, name), errors="replace") as f:
                 return f.read()
         except OSError:
             return None
 
-    def wait_for(self, name, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.read(name)
-            if value is not None and value.endswith("\n"):
-                return value.strip()
-            time.sleep(0.1)
-        return None
+    def status(self):
+        return read_json(os.path.join(self.status_dir, "status.json")) or {}
 
-    def wait_activation(self, timeout):
-        """Exit code of switch-to-configuration, or None if it is still running after timeout."""
-        rc = self.wait_for("rc", timeout)
-        return int(rc) if rc is not None else None
-
-    def wait_awaiting_confirmation_or_outcome(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.read("outcome"):
-                return "outcome"
-            if self.read("state") == "awaiting-confirmation\n":
-                return "awaiting-confirmation"
-            time.sleep(0.1)
-        return None
+    def wait(self, timeout, states=("awaiting-confirmation", "finished"), poll=0.1):
+        """The runner's status once it reaches one of states; raises NixError if it dies or takes too long."""
+        started = time.monotonic()
+        while True:
+            status = self.status()
+            if status.get("state") in states:
+                return status
+            elapsed = time.monotonic() - started
+            if status.get("pid"):
+                if not process_alive(status["pid"], status.get("pid_start_time")):
+                    status = self.status()  # it may have finished between the two reads
+                    if status.get("state") in states:
+                        return status
+                    raise NixError("the activation runner died while %s; see %s on the host" % (status.get("state"), status.get("log")))
+            elif elapsed > START_TIMEOUT:
+                raise NixError("the activation runner did not start within %ss; see %s on the host" % (START_TIMEOUT, self.status_dir))
+            if elapsed > timeout:
+                raise NixError("the activation did not finish within %ss (it is %s); it goes on on the host, see %s"
+                               % (timeout, status.get("state"), status.get("log")), status=status)
+            time.sleep(poll)
 
     def output(self):
         return self.read("activation.out") or ""
 
-    def summary(self):
-        return {
-            "status_dir": self.status_dir,
-            "outcome": (self.read("outcome") or "").strip() or None,
-            "rollback_output": self.read("rollback.out"),
-        }
+    def params(self):
+        return read_json(os.path.join(self.status_dir, "params.json")) or {}
+
+    def confirm_request(self):
+        params = self.params()
+        return {"status_dir": self.status_dir, "token": params.get("token"), "timeout": params.get("confirm_timeout"),
+                "connection_id": params.get("connection_id")}
 
 
-def confirm(status_dir):
-    """Called over a new connection: tell the runner the new system still lets us in."""
-    with open(os.path.join(status_dir, "confirmed"), "w") as f:
-        f.write("confirmed\n")
+def run_dirs(state_dir=STATE_DIR):
+    try:
+        return sorted(d for d in os.listdir(state_dir) if d.startswith("switch-"))
+    except OSError:
+        return []
 
 
-def remove_old_status_dirs(keep=10):
-    if not os.path.isdir(STATE_DIR):
-        return
-    dirs = sorted(d for d in os.listdir(STATE_DIR) if d.startswith("switch-"))
-    for d in dirs[:-keep]:
-        path = os.path.join(STATE_DIR, d)
-        if os.path.exists(os.path.join(path, "outcome")):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def last_status():
-    """What the most recent runner on this host recorded (so a dropped connection learns the truth)."""
-    if not os.path.isdir(STATE_DIR):
-        return None
-    dirs = sorted(d for d in os.listdir(STATE_DIR) if d.startswith("switch-"))
+def last_run(state_dir=STATE_DIR):
+    """What the most recent runner on this host did (so a run after a dropped connection learns the truth)."""
+    dirs = run_dirs(state_dir)
     if not dirs:
         return None
-    act = Activation(os.path.join(STATE_DIR, dirs[-1]))
-    info = act.summary()
-    rc = act.read("rc")
-    info["rc"] = int(rc) if rc and rc.strip().isdigit() else None
-    return json.loads(json.dumps(info))
+    status = read_json(os.path.join(state_dir, dirs[-1], "status.json")) or {}
+    keys = ("state", "outcome", "rc", "rolled_back", "rollback_reason", "confirmed", "previous_system", "current_system",
+            "started", "finished", "log", "error")
+    params = read_json(os.path.join(state_dir, dirs[-1], "params.json")) or {}
+    summary = dict((k, status.get(k)) for k in keys)
+    summary.update(system=params.get("system"), action=params.get("action"))
+    return json.loads(json.dumps(summary))
+
+
+def remove_old_runs(state_dir=STATE_DIR, log_dir=LOG_DIR, keep=KEEP_RUNS):
+    """Forget all but the newest runs: finished status directories and their logs."""
+    for name in run_dirs(state_dir)[:-keep]:
+        path = os.path.join(state_dir, name)
+        if (read_json(os.path.join(path, "status.json")) or {}).get("state") == "finished":
+            shutil.rmtree(path, ignore_errors=True)
+    try:
+        logs = sorted(f for f in os.listdir(log_dir) if f.startswith("switch-") and f.endswith(".log"))
+    except OSError:
+        return
+    for name in logs[:-keep]:
+        try:
+            os.unlink(os.path.join(log_dir, name))
+        except OSError:
+            pass

@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import (
+    current_generation as runner_current_generation, generations as runner_generations, realpath_or_none,
+)
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, split_name_version, store_path_name
 
 SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
@@ -15,81 +18,49 @@ CURRENT_SYSTEM = "/run/current-system"
 BOOTED_SYSTEM = "/run/booted-system"
 BOOT_PARTS = ("kernel", "initrd", "kernel-modules")
 
-UNIT_LINES = {
-    "stopped": re.compile(r"^stopping the following units: (.*)$"),
-    "reloaded": re.compile(r"^reloading the following units: (.*)$"),
-    "restarted": re.compile(r"^restarting the following units: (.*)$"),
-    "started": re.compile(r"^starting the following units: (.*)$"),
-    "failed": re.compile(r"^warning: the following units failed: (.*)$"),
-}
-DRY_UNIT_LINES = {
-    "stopped": re.compile(r"^would stop the following units: (.*)$"),
-    "reloaded": re.compile(r"^would reload the following units: (.*)$"),
-    "restarted": re.compile(r"^would restart the following units: (.*)$"),
-    "started": re.compile(r"^would start the following units: (.*)$"),
-}
-
-
-def realpath_or_none(path):
-    return os.path.realpath(path) if os.path.lexists(path) else None
+# What switch-to-configuration prints about units (NixOS's Perl and Rust versions alike), by list.
+UNIT_LINES = (
+    ("stopped", re.compile(r"^stopping the following units: (.*)$")),
+    ("reloaded", re.compile(r"^reloading the following units: (.*)$")),
+    ("restarted", re.compile(r"^restarting the following units: (.*)$")),
+    ("started", re.compile(r"^starting the following units: (.*)$")),
+    ("started", re.compile(r"^the following new units were started: (.*)$")),
+    ("failed", re.compile(r"^warning: the following units failed: (.*)$")),
+)
+DRY_UNIT_LINES = (
+    ("stopped", re.compile(r"^would stop the following units: (.*)$")),
+    ("reloaded", re.compile(r"^would reload the following units: (.*)$")),
+    ("restarted", re.compile(r"^would restart the following units: (.*)$")),
+    ("started", re.compile(r"^would start the following units: (.*)$")),
+)
+UNIT_LISTS = ("stopped", "reloaded", "restarted", "started", "failed")
 
 
 class Profile:
-    """A Nix profile such as /nix/var/nix/profiles/system, read from the file system."""
+    """A Nix profile such as /nix/var/nix/profiles/system, read from the file system.
 
-    def __init__(self, nix, path=SYSTEM_PROFILE):
-        self.nix = nix
+    Only the activation runner changes a profile (it must finish what it starts even when the
+    connection goes away); the module reads it to decide.
+    """
+
+    def __init__(self, path=SYSTEM_PROFILE):
         self.path = path
-        self.dir = os.path.dirname(path)
-        self.base = os.path.basename(path)
-        self._link_re = re.compile(r"^%s-(\d+)-link$" % re.escape(self.base))
 
     def generations(self):
         """{number: system store path} of every generation."""
-        gens = {}
-        if not os.path.isdir(self.dir):
-            return gens
-        for entry in os.listdir(self.dir):
-            match = self._link_re.match(entry)
-            if match:
-                gens[int(match.group(1))] = os.path.realpath(os.path.join(self.dir, entry))
-        return gens
+        return runner_generations(self.path)
 
     def current_generation(self):
-        if not os.path.islink(self.path):
-            return None
-        match = self._link_re.match(os.readlink(self.path))
-        return int(match.group(1)) if match else None
+        return runner_current_generation(self.path)
 
     def current_path(self):
         return realpath_or_none(self.path)
 
-    def generation_of(self, path):
-        """The newest generation whose system is path, or None."""
-        matches = [n for n, p in self.generations().items() if p == path]
-        return max(matches) if matches else None
-
     def previous_generation(self):
+        """The newest generation older than the current one (what `nix-env --rollback` goes to)."""
         current = self.current_generation()
         older = [n for n in self.generations() if current is not None and n < current]
         return max(older) if older else None
-
-    def set(self, path):
-        self.nix.run("nix-env", ["--profile", self.path, "--set", path], with_options=False)
-        return self.current_generation()
-
-    def switch_generation(self, number):
-        self.nix.run("nix-env", ["--profile", self.path, "--switch-generation", str(number)], with_options=False)
-
-    def delete(self, numbers):
-        if numbers:
-            self.nix.run("nix-env", ["--profile", self.path, "--delete-generations"] + [str(n) for n in sorted(numbers)], with_options=False)
-
-    def prunable(self, keep, protect=()):
-        """Generations beyond the newest `keep`, never the current one nor any in protect."""
-        gens = sorted(self.generations(), reverse=True)
-        keep_set = set(gens[:keep]) | {self.current_generation()} | set(n for n in protect if n is not None)
-        return [n for n in gens if n not in keep_set]
 
 
 def check_system(path, specialisation=None):
@@ -109,16 +80,13 @@ def check_system(path, specialisation=None):
 
 
 def parse_units(output, dry=False):
-    """The unit lists switch-to-configuration printed."""
-    patterns = DRY_UNIT_LINES if dry else UNIT_LINES
-    units = dict((key, []) for key in patterns)
-    for line in output.splitlines():
-        for key, pattern in patterns.items():
+    """{stopped, reloaded, restarted, started, failed: [unit, ...]} as switch-to-configuration printed them."""
+    units = dict((key, []) for key in UNIT_LISTS)
+    for line in (output or "").splitlines():
+        for key, pattern in DRY_UNIT_LINES if dry else UNIT_LINES:
             match = pattern.match(line.strip())
             if match:
-                units[key].extend(u.strip() for u in match.group(1).split(",") if u.strip())
-    if not dry:
-        units.setdefault("failed", [])
+                units[key].extend(u.strip() for u in match.group(1).split(",") if u.strip() and u.strip() not in units[key])
     return units
 
 

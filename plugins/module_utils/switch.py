@@ -1,22 +1,26 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The steps of ansinix.nixos.nixos_switch, on the target host."""
+"""The steps of ansinix.nixos.nixos_switch on the target host: check, decide, start the runner, report."""
 
 from __future__ import annotations
 
+import getpass
 import os
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation import (
-    Activation, DeployLock, last_status, remove_old_status_dirs,
+    LOCK_FILE, Activation, DeployLock, last_run, remove_old_runs,
 )
+from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import connection_id
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, check_store_path
 from ansible_collections.ansinix.nixos.plugins.module_utils.nixos import (
-    CURRENT_SYSTEM, Profile, check_system, closure_diff, format_closure_diff, parse_units,
+    BOOTED_SYSTEM, CURRENT_SYSTEM, Profile, check_system, closure_diff, format_closure_diff, parse_units,
     realpath_or_none, reboot_required,
 )
 
-# Actions that make the system the boot default, and those that activate it now.
+ACTIONS = ("switch", "boot", "test", "dry-activate")
+# Actions that make the system the profile's current generation (the boot default), and those
+# that activate it now.
 SETS_PROFILE = ("switch", "boot")
 ACTIVATES = ("switch", "test")
 LOG_TAIL_LINES = 30
@@ -26,165 +30,209 @@ def tail(text, lines=LOG_TAIL_LINES):
     return "\n".join((text or "").rstrip().splitlines()[-lines:])
 
 
+def command_path_for_later(path):
+    """A path to a command that still works after a switch.
+
+    /run/current-system/sw/bin/nix-env changes with the system; the store path behind it does not.
+    Symlinks are followed only while they keep the command's name: nix-env is a symlink to `nix`,
+    which picks its personality from the name it is called by.
+    """
+    for _hop in range(40):
+        if not os.path.islink(path):
+            break
+        target = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+        if os.path.basename(target) != os.path.basename(path):
+            break
+        path = target
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def validate_params(params):
+    """Raise NixError for option values no run could make sense of."""
+    chosen = [name for name in ("path", "rollback", "generation") if params.get(name) not in (None, False)]
+    if len(chosen) != 1:
+        raise NixError("give exactly one of path, rollback=true or generation (got: %s)" % (", ".join(chosen) or "none"))
+    for name in ("confirm_timeout", "lock_timeout", "activation_timeout"):
+        if params[name] < 0:
+            raise NixError("%s must be 0 or more seconds, not %d" % (name, params[name]))
+    if params.get("keep_generations") is not None and params["keep_generations"] < 1:
+        raise NixError("keep_generations must be 1 or more (the current generation is always kept), not %d" % params["keep_generations"])
+    if params.get("generation") is not None and params["generation"] < 1:
+        raise NixError("generation must be a generation number (1 or more), not %d" % params["generation"])
+    if params.get("specialisation") is not None and ("/" in params["specialisation"] or params["specialisation"] in ("", ".", "..")):
+        raise NixError("specialisation must be the name of one, as under <system>/specialisation/, not %r" % params["specialisation"])
+
+
+def up_to_date(action, profile_path, current, path, activate_path):
+    """Nothing to do: the system is what runs and (for the actions that set it) the profile's current one."""
+    if action == "switch":
+        return current == activate_path and profile_path == path
+    if action == "boot":
+        return profile_path == path
+    if action == "test":
+        return current == activate_path
+    return False
+
+
 class Switch:
     def __init__(self, module, nix, params):
         self.module = module
         self.nix = nix
         self.params = params
-        self.profile = Profile(nix, params["profile"])
+        self.profile = Profile(params["profile"])
         self.action = params["action"]
-        self.check_mode = module.check_mode
 
-    # -- what to switch to -----------------------------------------------------------------------
+    # -- checks before anything is done ---------------------------------------------------------
+
+    def require_root(self):
+        if os.geteuid() != 0:
+            raise NixError("nixos_switch changes the system profile and activates systems, which needs root; it runs as %s "
+                           "here: add become: true (or -b ad hoc)" % getpass.getuser())
+
+    def require_nixos(self):
+        if self.params["require_nixos"] and not os.path.exists("/etc/NIXOS"):
+            raise NixError("this host is not NixOS (/etc/NIXOS is missing): install NixOS first (ansinix.nixos.rescue_install "
+                           "or ansinix.nixos.infect), or set require_nixos=false if it runs NixOS systems without that file")
 
     def target(self):
-        """(system path, generation number to switch the profile to or None)."""
+        """(system store path, generation to switch the profile to or None), checked."""
         params = self.params
+        if params.get("path") is not None:
+            path = check_store_path(params["path"])
+            self.nix.bin("nix-env")
+            self.require_nixos()
+            if not self.nix.is_valid(path):
+                if self.module.check_mode:
+                    return path, None
+                raise NixError("%s is not in this host's Nix store: copy it first with ansinix.nixos.nix_copy_closure" % path)
+            return path, None
+        self.nix.bin("nix-env")
+        self.require_nixos()
+        gens = self.profile.generations()
         if params.get("rollback"):
-            previous = self.profile.previous_generation()
-            if previous is None:
+            number = self.profile.previous_generation()
+            if number is None:
                 raise NixError("nothing to roll back to: profile %s has no generation before the current one (%s)"
                                % (self.profile.path, self.profile.current_generation()))
-            return self.profile.generations()[previous], previous
-        if params.get("generation") is not None:
-            gens = self.profile.generations()
+        else:
             number = params["generation"]
             if number not in gens:
                 raise NixError("generation %d does not exist in profile %s; it has: %s"
                                % (number, self.profile.path, ", ".join(str(n) for n in sorted(gens)) or "none"))
-            return gens[number], number
-        path = check_store_path(params["path"])
+        path = gens[number]
         if not self.nix.is_valid(path):
-            if self.check_mode:
-                return path, None
-            raise NixError("%s is not in this host's Nix store: copy it first with ansinix.nixos.nix_copy_closure" % path)
-        return path, None
-
-    def preflight(self, path):
-        if self.params["require_nixos"] and not os.path.exists("/etc/NIXOS"):
-            raise NixError("this host is not NixOS (/etc/NIXOS is missing). Install NixOS first (ansinix.nixos.rescue_install "
-                           "or ansinix.nixos.infect), or set require_nixos=false if you know better")
-        return check_system(path, self.params.get("specialisation"))
-
-    def up_to_date(self, path, activate_path):
-        current = realpath_or_none(CURRENT_SYSTEM)
-        profile_ok = self.profile.current_path() == path
-        if self.action == "switch":
-            return current == activate_path and profile_ok
-        if self.action == "boot":
-            return profile_ok
-        if self.action == "test":
-            return current == activate_path
-        return False
+            raise NixError("generation %d of %s points at %s, which is no longer in the store (garbage collected?)"
+                           % (number, self.profile.path, path))
+        return path, number
 
     # -- the run ---------------------------------------------------------------------------------
 
     def run(self, check_mode, diff_mode):
+        validate_params(self.params)
+        self.require_root()
         path, generation = self.target()
         previous = realpath_or_none(CURRENT_SYSTEM)
-        if check_mode and not os.path.exists(path):
-            # A plan made without copying: all that can be said is that the system would change.
-            return {"changed": previous != path, "action": self.action, "previous": previous, "current": previous,
-                    "system": path, "generation": self.profile.current_generation(), "rolled_back": False,
-                    "reboot_required": False, "units": {},
-                    "msg": "%s is not in this host's store yet; a deploy copies it before switching" % path}
-        activate_path = self.preflight(path)
         result = {
-            "changed": False,
-            "action": self.action,
-            "previous": previous,
-            "current": previous,
-            "system": path,
-            "generation": self.profile.current_generation(),
-            "rolled_back": False,
-            "reboot_required": reboot_required(path),
-            "units": {},
+            "changed": False, "action": self.action, "previous": previous, "current": previous, "system": path,
+            "generation": self.profile.current_generation(), "rolled_back": False, "confirmed": None,
+            "reboot_required": False, "units": parse_units(""),
         }
+        if check_mode and not os.path.exists(path):
+            # A plan made without copying: all that can be said is whether the system would change.
+            result.update(changed=previous != path or self.profile.current_path() != path,
+                          msg="%s is not in this host's store yet; a deploy copies it before switching" % path)
+            return result
+        activate_path = check_system(path, self.params.get("specialisation"))
+        result["reboot_required"] = reboot_required(path)
         if diff_mode and previous:
             diff = closure_diff(self.nix.closure([previous]), self.nix.closure([path]))
             result["diff"] = {"before_header": previous, "after_header": path,
                               "prepared": format_closure_diff(diff) or "(no package changes)\n"}
             result["closure_diff"] = diff
+        if check_mode or self.action == "dry-activate":
+            return self.dry_run(result, path, activate_path, check_mode)
 
-        if self.action == "dry-activate" or check_mode:
-            if self.up_to_date(path, activate_path) and self.action != "dry-activate":
-                return result
-            rc, out, err = self.module.run_command([os.path.join(activate_path, "bin", "switch-to-configuration"), "dry-activate"])
-            result["units"] = parse_units(out + "\n" + err, dry=True)
-            result["changed"] = self.action != "dry-activate"
-            result["log_tail"] = tail(out + err)
-            if rc != 0:
-                raise NixError("dry-activate of %s failed (exit %d): %s" % (path, rc, tail(err, 5)))
-            return result
-
-        lock = DeployLock(self.params["lock_timeout"])
-        lock.acquire()
+        lock = DeployLock(self.params["lock_timeout"]).acquire()
         try:
-            # Read the host again under the lock: a deploy that held it may have changed it, and the
-            # rollback target must be what is active now.
+            # Read the host again under the lock: a deploy that held it may have changed it.
             previous = realpath_or_none(CURRENT_SYSTEM)
             result.update(previous=previous, current=previous, generation=self.profile.current_generation())
-            if self.up_to_date(path, activate_path):
-                result["last_activation"] = last_status()
+            if up_to_date(self.action, self.profile.current_path(), previous, path, activate_path):
+                result["last_activation"] = last_run()
                 return result
-            previous_generation = self.profile.current_generation()
-            new_generation = previous_generation
-            if self.action in SETS_PROFILE:
-                if generation is not None:
-                    self.profile.switch_generation(generation)
-                    new_generation = generation
-                else:
-                    new_generation = self.profile.set(path)
-            confirm_timeout = self.params["confirm_timeout"] if self.action in ACTIVATES else 0
             activation = Activation.start(lock, {
                 "action": self.action,
+                "system": path,
                 "activate": activate_path,
                 "profile": self.profile.path,
-                "previous_system": previous or "",
-                "previous_generation": previous_generation if self.action in SETS_PROFILE and previous_generation != new_generation else "",
-                "new_generation": new_generation if self.action in SETS_PROFILE else "",
-                # Only a generation this run made is deleted on rollback; a rollback to an old one is not.
-                "delete_new_generation": 1 if generation is None and self.action in SETS_PROFILE else 0,
-                "rollback_action": "switch" if self.action == "switch" else "test",
-                "rollback_on_failure": 1 if self.params["rollback_on_failure"] else 0,
-                "confirm_timeout": confirm_timeout,
-                "install_bootloader": 1 if self.params["install_bootloader"] else "",
+                "generation": generation,
+                "nix_env": command_path_for_later(self.nix.bin("nix-env")),
+                "install_bootloader": bool(self.params["install_bootloader"]),
+                "rollback_on_failure": bool(self.params["rollback_on_failure"]),
+                "confirm_timeout": self.params["confirm_timeout"] if self.action in ACTIVATES else 0,
+                "keep_generations": self.params.get("keep_generations"),
+                "connection_id": connection_id(),
             })
         finally:
             lock.release()
-
-        rc = activation.wait_activation(self.params["activation_timeout"])
-        output = activation.output()
-        result.update(changed=True, log=activation.status_dir, log_tail=tail(output), units=parse_units(output))
-        if rc is None:
-            raise NixError("the activation of %s did not finish within %ss; it goes on on the host (see %s)"
-                           % (path, self.params["activation_timeout"], activation.status_dir), **result)
-        if rc != 0:
-            if self.params["rollback_on_failure"]:
-                outcome = activation.wait_for("outcome", 600)
-                result.update(rolled_back=outcome == "failed", current=realpath_or_none(CURRENT_SYSTEM),
-                              generation=self.profile.current_generation())
-                failed = result["units"].get("failed") or []
-                raise NixError("activating %s failed (exit %d%s); rolled back to %s"
-                               % (path, rc, ", failed units: " + ", ".join(failed) if failed else "", previous or "the previous state"),
-                               **result)
-            raise NixError("activating %s failed (exit %d); the host is left on it (rollback_on_failure=false)" % (path, rc), **result)
-
-        if confirm_timeout > 0:
-            activation.wait_awaiting_confirmation_or_outcome(30)
-            result["confirm"] = {"status_dir": activation.status_dir, "timeout": confirm_timeout}
-        result.update(current=realpath_or_none(CURRENT_SYSTEM), generation=self.profile.current_generation(),
-                      reboot_required=reboot_required(realpath_or_none(CURRENT_SYSTEM) or path) if self.action in ACTIVATES else reboot_required(path))
-        result["deleted_generations"] = self.prune(previous_generation if confirm_timeout > 0 else None)
-        remove_old_status_dirs()
+        status = activation.wait(self.params["activation_timeout"])
+        self.report(result, activation, status)
+        remove_old_runs()
         return result
 
-    def prune(self, pending_rollback_generation):
-        keep = self.params.get("keep_generations")
-        if not keep:
-            return []
-        booted = realpath_or_none("/run/booted-system")
-        protect = [self.profile.generation_of(booted) if booted else None, pending_rollback_generation]
-        doomed = self.profile.prunable(keep, protect)
-        self.profile.delete(doomed)
-        return doomed
+    def dry_run(self, result, path, activate_path, check_mode):
+        """Check mode and action=dry-activate: say what would happen, change nothing."""
+        current = realpath_or_none(CURRENT_SYSTEM)
+        if check_mode and up_to_date(self.action, self.profile.current_path(), current, path, activate_path):
+            return result
+        result["changed"] = self.action != "dry-activate"
+        if self.action == "boot":
+            return result  # nothing is activated now: no units change
+        # switch-to-configuration has a lock of its own and fails at once when a deploy holds it.
+        lock = DeployLock(self.params["lock_timeout"]).acquire() if os.path.exists(LOCK_FILE) else None
+        try:
+            rc, out, err = self.module.run_command([os.path.join(activate_path, "bin", "switch-to-configuration"), "dry-activate"])
+        finally:
+            if lock:
+                lock.release()
+        result["units"] = parse_units(out + "\n" + err, dry=True)
+        result["log_tail"] = tail(out + err)
+        if rc != 0:
+            raise NixError("dry-activate of %s failed (exit %d): %s" % (activate_path, rc, tail(err or out, 3).replace("\n", " | ")),
+                           **result)
+        return result
+
+    def report(self, result, activation, status):
+        """Fill result from the runner's status; raise NixError when the switch did not stick."""
+        output = activation.output()
+        current = realpath_or_none(CURRENT_SYSTEM)
+        new_generation = status.get("current_generation", status.get("new_generation"))
+        result.update(
+            changed=True, log=status.get("log"), log_tail=tail(output), units=parse_units(output),
+            current=current, generation=self.profile.current_generation() if new_generation is None else new_generation,
+            rolled_back=bool(status.get("rolled_back")), deleted_generations=status.get("deleted_generations") or [],
+        )
+        booted = realpath_or_none(BOOTED_SYSTEM)
+        result["reboot_required"] = bool(booted) and reboot_required(current if self.action in ACTIVATES else result["system"])
+        if status.get("state") == "awaiting-confirmation":
+            result["confirm"] = activation.confirm_request()
+            return
+        outcome = status.get("outcome")
+        if outcome == "done":
+            return
+        if status.get("rolled_back"):
+            result["log_tail"] = tail(output + (activation.read("rollback.out") or ""))
+        failed = result["units"].get("failed") or []
+        what = "activating %s failed (exit %s%s)" % (
+            activation.params().get("activate"), status.get("rc"), ", failed units: " + ", ".join(failed) if failed else "")
+        if outcome == "rolled-back":
+            errors = status.get("rollback_errors") or []
+            cause = what if status.get("rollback_reason") == "activation-failed" else "the runner failed: %s" % status.get("error")
+            raise NixError("%s; rolled back to %s (generation %s)%s; log on the host: %s"
+                           % (cause, status.get("previous_system") or "the previous state", status.get("previous_generation"),
+                              ", but the rollback had errors: " + "; ".join(errors) if errors else "", status.get("log")), **result)
+        if outcome == "failed":
+            raise NixError("%s; the host is left on it (rollback_on_failure=false); log on the host: %s" % (what, status.get("log")),
+                           **result)
+        raise NixError("the switch to %s did not complete: %s; log on the host: %s"
+                       % (result["system"], status.get("error") or outcome, status.get("log")), **result)

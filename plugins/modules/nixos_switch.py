@@ -15,15 +15,18 @@ description:
     previous generation (O(rollback)) or to any existing one (O(generation)).
   - Idempotent. When the system is already active (and already the profile's current generation, for the
     actions that set it) nothing is run and RV(ignore:changed) is false.
-  - The activation runs detached from the SSH session (in a C(systemd-run) unit where systemd runs, in a new
-    session otherwise) and its output is kept on the host. If the connection drops mid-switch the activation
-    still finishes, and the next run reports the truth.
+  - Everything that changes the host (setting the profile, the activation, the rollbacks, pruning) is done by a
+    runner on the host, detached from the SSH session (a C(systemd-run) unit where systemd is PID 1, a double-forked
+    process in a session of its own otherwise). The module waits for it. Its output is kept in
+    C(/var/log/ansinix/switch-*.log), its state in C(/run/ansinix/switch-*/status.json). If the connection drops
+    mid-switch the runner still finishes, and the next run reports the truth (RV(last_activation)).
   - When the activation fails, the host goes back to the previous generation by itself and the task fails
     with the failed units and the log (O(rollback_on_failure)).
   - Magic rollback. After a switch the host waits O(confirm_timeout) seconds for a confirmation that the
     controller sends over a B(new) connection. If the new configuration broke SSH or the network, none
     arrives, and the host rolls itself back.
-  - One deploy at a time per host. A lock that dies with its holder, so a crashed deploy never blocks the next.
+  - One deploy at a time per host, confirmation window included. The lock (C(/run/ansinix/deploy.lock)) is an
+    C(flock) that dies with its holder, so a crashed deploy never blocks the next.
 author:
   - ansinix.nixos maintainers (@ansinix)
 extends_documentation_fragment:
@@ -67,6 +70,7 @@ options:
   install_bootloader:
     description:
       - Install the boot loader itself, not only its entries (C(NIXOS_INSTALL_BOOTLOADER=1)).
+      - Like everything else, only when something is switched; a host already on the system is left alone.
     type: bool
     default: false
   profile:
@@ -93,13 +97,16 @@ options:
     description:
       - Seconds the host waits after a V(switch) or V(test) for the controller to confirm, over a new
         connection, that it can still log in. Without a confirmation the host rolls itself back.
+      - The action plugin resets the task's connection first (an SSH ControlPersist master is stopped, a
+        paramiko transport reconnected), and the host refuses a confirmation that arrives through the sshd
+        process the switch ran under.
       - V(0) turns the magic rollback off.
     type: int
     default: 30
   keep_generations:
     description:
-      - After a successful switch, delete system generations beyond the newest N. Never the current one, the
-        booted one, or one a pending confirmation may roll back to.
+      - After a successful (and confirmed) switch, delete system generations beyond the newest N, and update the
+        boot loader so that it no longer lists them. Never the current one or the booted one.
     type: int
   lock_timeout:
     description:
@@ -185,13 +192,29 @@ rolled_back:
   returned: always
   type: bool
 log_tail:
-  description: The last lines switch-to-configuration printed.
+  description: The last lines switch-to-configuration printed (and, after a rollback, what the rollback printed).
   returned: when something ran
   type: str
 log:
-  description: Directory on the host with the activation's output and the runner's log.
+  description: The log of this switch on the host, with everything the runner ran and printed.
   returned: when something ran
   type: str
+  sample: /var/log/ansinix/switch-20250101T120000Z-1a2b3c4d.log
+confirmed:
+  description: Whether the new system was confirmed over a new connection; V(null) when no confirmation was asked
+    for (O(confirm_timeout=0), V(boot), nothing to do).
+  returned: always
+  type: bool
+confirm_connection:
+  description: The host's sshd process (C(pid:starttime)) of the connection the confirmation came over.
+  returned: when a confirmation was sent over SSH
+  type: str
+last_activation:
+  description: What the most recent switch on this host did, when this run found nothing to do (for example after a
+    run whose connection dropped).
+  returned: when nothing was done
+  type: dict
+  sample: {"outcome": "done", "rc": 0, "system": "/nix/store/...-nixos-system-web1-2", "log": "/var/log/ansinix/switch-...log"}
 deleted_generations:
   description: Generations deleted because of O(keep_generations).
   returned: when something ran
@@ -232,14 +255,6 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    chosen = [name for name in ("path", "rollback", "generation") if params[name] not in (None, False)]
-    if len(chosen) != 1:
-        module.fail_json(msg="give exactly one of path, rollback=true or generation (got: %s)" % (", ".join(chosen) or "none"))
-    for name in ("confirm_timeout", "lock_timeout", "activation_timeout"):
-        if params[name] < 0:
-            module.fail_json(msg="%s must be 0 or more seconds, not %d" % (name, params[name]))
-    if params["keep_generations"] is not None and params["keep_generations"] < 1:
-        module.fail_json(msg="keep_generations must be 1 or more (the current generation is always kept)")
     nix = Nix(module, nix_path=params["nix_path"], options=params["options"],
               use_environment_nix_path=params["use_environment_nix_path"])
     try:
