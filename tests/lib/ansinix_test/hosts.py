@@ -26,6 +26,8 @@ import threading
 import time
 import uuid
 
+# Not under /var or /tmp: every host overlays the machine's /var and mounts a tmpfs on /tmp, and the
+# hosts' upper dirs must not lie inside their own lower dir (overlayfs: undefined behaviour).
 STATE_ROOT = "/srv/ansinix-testhosts"
 SUBNET_BASE = "10.231"
 DEPLOY_USER = "deploy"
@@ -98,22 +100,40 @@ def _ns_inode(path):
     return os.stat(path).st_ino
 
 
-def _pids_in_mount_ns(ns_file):
-    """Every process whose mount namespace is the one persisted at ns_file."""
-    try:
-        wanted = "mnt:[%d]" % _ns_inode(ns_file)
-    except OSError:
+def _pids_in_namespaces(*ns_files):
+    """Every process in any of the namespaces persisted at these files (mount or network)."""
+    wanted = {}
+    for path in ns_files:
+        try:
+            kind = "mnt" if path.endswith(".mnt") else "net"
+            wanted["%s:[%d]" % (kind, _ns_inode(path))] = kind
+        except OSError:
+            continue
+    if not wanted:
         return []
+    kinds = set(wanted.values())
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            if os.readlink("/proc/%s/ns/mnt" % entry) == wanted:
-                pids.append(int(entry))
-        except OSError:
-            continue
+        for kind in kinds:
+            try:
+                if os.readlink("/proc/%s/ns/%s" % (entry, kind)) in wanted:
+                    pids.append(int(entry))
+                    break
+            except OSError:
+                continue
     return pids
+
+
+def _kill_namespaces(*ns_files):
+    """Kill every process in these namespaces, again while forks race the kill (sshd spawning a session)."""
+    for _ in range(20):
+        pids = _pids_in_namespaces(*ns_files)
+        if not pids:
+            return
+        _kill_all(pids)
+    raise HostError("processes %s keep running in %s" % (_pids_in_namespaces(*ns_files), ", ".join(ns_files)))
 
 
 def _kill_all(pids):
@@ -251,7 +271,8 @@ class Host:
         return self.run("nix-store --check-validity " + shlex.quote(path), check=False).returncode == 0
 
     def pids(self):
-        return _pids_in_mount_ns(self.mnt_ns)
+        """Every process of the host: in its mount namespace, or in its network namespace."""
+        return _pids_in_namespaces(self.mnt_ns, "/run/netns/" + self.netns)
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -420,7 +441,7 @@ class Host:
 
     def reboot(self):
         """Restart the host: every process killed, fresh /run and /tmp, new boot id, default entry booted."""
-        _kill_all(self.pids())
+        _kill_namespaces(self.mnt_ns, "/run/netns/" + self.netns)
         self.run("umount -l /run && mount -t tmpfs -o mode=0755 tmpfs /run && "
                  "umount -l /tmp && mount -t tmpfs -o mode=1777 tmpfs /tmp")
         self._new_boot_id()
@@ -429,7 +450,7 @@ class Host:
         return self.boot_id()
 
     def stop(self):
-        _kill_all(self.pids())
+        _kill_namespaces(self.mnt_ns, "/run/netns/" + self.netns)
         for path in (self.mnt_ns, self.uts_ns):
             _umount(path)
             with contextlib.suppress(FileNotFoundError):
@@ -631,7 +652,8 @@ class TestHosts:
         if os.path.isdir(self.ns_dir):
             for entry in os.listdir(self.ns_dir):
                 path = os.path.join(self.ns_dir, entry)
-                _kill_all(_pids_in_mount_ns(path) if entry.endswith(".mnt") else [])
+                if entry.endswith(".mnt"):
+                    _kill_namespaces(path)
                 _umount(path)
             _umount(self.ns_dir)
         _run(["ip", "link", "del", self.bridge], check=False)
