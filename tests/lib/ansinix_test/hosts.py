@@ -128,7 +128,7 @@ def _pids_in_namespaces(*ns_files):
 
 def _kill_namespaces(*ns_files):
     """Kill every process in these namespaces, again while forks race the kill (sshd spawning a session)."""
-    for _ in range(20):
+    for _attempt in range(20):
         pids = _pids_in_namespaces(*ns_files)
         if not pids:
             return
