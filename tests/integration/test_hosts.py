@@ -166,6 +166,23 @@ def test_host_boots_its_system_and_reset_makes_it_new(own_hosts):
     assert web1.ssh(["hostname"]).stdout.strip() == "web1"
 
 
+def test_two_prefixes_side_by_side(own_hosts):
+    other = TestHosts(prefix=OWN_PREFIX[:3] + "other")
+    other.stop()
+    try:
+        (mine,) = own_hosts.start(["web1"])
+        (theirs,) = other.start(["web1"])
+        assert mine.address.rsplit(".", 1)[0] != theirs.address.rsplit(".", 1)[0]
+        assert mine.netns != theirs.netns
+        assert mine.ssh(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip() == mine.boot_id()
+        assert theirs.ssh(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip() == theirs.boot_id()
+        other.stop()
+        assert machine_state(other.prefix) == {"netns": [], "mounts": [], "links": [], "state_dir": False}
+        assert mine.ssh(["hostname"]).stdout.strip() == "web1"
+    finally:
+        other.stop()
+
+
 def test_bad_host_names_are_refused_before_anything_starts(own_hosts):
     for names, options in ((["Web1"], None), (["web/1"], None), (["web1"], {"web2": {"nix": False}})):
         with pytest.raises(HostError) as error:
