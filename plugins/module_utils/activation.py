@@ -112,14 +112,14 @@ class Activation:
     @classmethod
     def start(cls, lock, params, state_dir=STATE_DIR, log_dir=LOG_DIR, use_systemd=None):
         """Write the runner and its parameters, hand it the lock, and start it detached."""
+        unknown = set(params) - set(runner_code.PARAM_KEYS)
+        if unknown:
+            raise NixError("internal error: unknown runner parameters %s" % ", ".join(sorted(unknown)))
         run_id = new_run_id()
         status_dir = os.path.join(state_dir, "switch-" + run_id)
         os.makedirs(status_dir, mode=0o700)
         params = dict(params, token=secrets.token_hex(16), lock_file=lock.lock_file,
                       log=os.path.join(log_dir, "switch-%s.log" % run_id))
-        unknown = set(params) - set(runner_code.PARAM_KEYS)
-        if unknown:
-            raise NixError("internal error: unknown runner parameters %s" % ", ".join(sorted(unknown)))
         write_json_atomic(os.path.join(status_dir, "params.json"), params)
         write_json_atomic(os.path.join(status_dir, "status.json"), {"state": "starting", "log": params["log"]})
         runner = os.path.join(status_dir, "runner.py")

@@ -29,6 +29,8 @@ import time
 # A module that waits for the lock: a handover to a runner that has not taken it yet is still
 # pending for this long without a sign of life from the runner.
 HANDOVER_GRACE = 30
+CURRENT_SYSTEM = "/run/current-system"
+BOOTED_SYSTEM = "/run/booted-system"
 CONFIRM_POLL = 0.1
 LOCK_WAIT = 600
 
@@ -342,7 +344,7 @@ class Runner:
         if not keep:
             return []
         profile = self.params["profile"]
-        booted = realpath_or_none("/run/booted-system")
+        booted = realpath_or_none(BOOTED_SYSTEM)
         protect = [current_generation(profile), generation_of(profile, booted) if booted else None]
         doomed = prunable(generations(profile), keep, protect)
         if doomed:
@@ -362,7 +364,7 @@ class Runner:
                     started=now_iso(), log=params["log"])
         self.take_lock()
         profile = params["profile"]
-        self.update(state="setting-profile", previous_system=realpath_or_none("/run/current-system"),
+        self.update(state="setting-profile", previous_system=realpath_or_none(CURRENT_SYSTEM),
                     previous_generation=current_generation(profile), new_generation=current_generation(profile),
                     created_generation=None, rolled_back=False, confirmed=None, deleted_generations=[])
         self.log("%s %s (previous system %s, generation %s)"
@@ -407,7 +409,7 @@ class Runner:
                     self.log("rollback failed too: %s" % inner)
             self.update(outcome=self.status.get("outcome") or "error")
         finally:
-            self.update(state="finished", finished=now_iso(), current_system=realpath_or_none("/run/current-system"),
+            self.update(state="finished", finished=now_iso(), current_system=realpath_or_none(CURRENT_SYSTEM),
                         current_generation=current_generation(self.params["profile"]))
             self.log("finished: %s" % self.status.get("outcome"))
             self.release_lock()

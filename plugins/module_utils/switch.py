@@ -49,7 +49,9 @@ def command_path_for_later(path):
 
 def validate_params(params):
     """Raise NixError for option values no run could make sense of."""
-    chosen = [name for name in ("path", "rollback", "generation") if params.get(name) not in (None, False)]
+    # Not `in (None, False)`: generation 0 equals False.
+    chosen = [name for name, given in (("path", params.get("path") is not None), ("rollback", params.get("rollback") is True),
+                                       ("generation", params.get("generation") is not None)) if given]
     if len(chosen) != 1:
         raise NixError("give exactly one of path, rollback=true or generation (got: %s)" % (", ".join(chosen) or "none"))
     for name in ("confirm_timeout", "lock_timeout", "activation_timeout"):
