@@ -81,6 +81,8 @@ class Builder:
         return path
 
     def _instantiate_file(self, attr):
+        if self.params.get("override_inputs"):
+            raise NixError("override_inputs is for flakes; with file, use nix_path to choose where <nixpkgs> comes from")
         path = os.path.abspath(os.path.expanduser(self.params["file"]))
         if not os.path.exists(path):
             raise NixError("file %s does not exist on %s" % (path, "this host"))
@@ -108,23 +110,22 @@ class Builder:
         if not attr:
             raise NixError("flake %r names no attribute: use flake: '<ref>#<attr>', attr, or nixos_configuration" % self.params["flake"])
         ref = flake_reference(ref)
-        feats = self.nix.experimental("nix-command", "flakes")
+        argv = self.nix.experimental("nix-command", "flakes") + ["eval", "--raw", "--no-write-lock-file"]
+        for name, target in sorted((self.params.get("override_inputs") or {}).items()):
+            argv += ["--override-input", name, flake_reference(target)]
         if not self.args:
-            rc, out, err = self.nix.run("nix", feats + ["eval", "--raw", "%s#%s.drvPath" % (ref, attr)], check=False)
+            rc, out, err = self.nix.run("nix", argv + ["%s#%s.drvPath" % (ref, attr)], check=False)
         else:
-            rc, out, err = self.nix.run("nix", feats + ["flake", "metadata", "--json", ref], check=False)
-            if rc == 0:
-                locked = json.loads(out)["url"]
-                head, _sep, rest = attr.partition(".config.")
-                # args reach the configuration purely: a function output is applied to them, a NixOS
-                # configuration gets them as the module argument `ansinixArgs` (extendModules).
-                expr = (
-                    "let flake = builtins.getFlake %s; args = builtins.fromJSON %s; v = flake.%s; "
-                    "applied = if builtins.isFunction v then v args else if v ? extendModules "
-                    "then v.extendModules { modules = [ { _module.args.ansinixArgs = args; } ]; } else v; "
-                    "in (applied%s).drvPath"
-                ) % (nix_string(locked), nix_string(json.dumps(self.args, sort_keys=True)), head, (".config." + rest) if rest else "")
-                rc, out, err = self.nix.run("nix", feats + ["eval", "--raw", "--expr", expr], check=False)
+            head, _sep, rest = attr.partition(".config.")
+            # args reach the configuration purely, as a literal in the applied function: an output that is a
+            # function is applied to them, a NixOS configuration gets them as the module argument
+            # `ansinixArgs` (extendModules).
+            apply = (
+                "v: let args = builtins.fromJSON %s; applied = if builtins.isFunction v then v args "
+                "else if v ? extendModules then v.extendModules { modules = [ { _module.args.ansinixArgs = args; } ]; } "
+                "else v; in (applied%s).drvPath"
+            ) % (nix_string(json.dumps(self.args, sort_keys=True)), (".config." + rest) if rest else "")
+            rc, out, err = self.nix.run("nix", argv + ["%s#%s" % (ref, head), "--apply", apply], check=False)
         if rc != 0:
             raise NixError("evaluating %s#%s failed: %s" % (ref, attr, error_summary(err)))
         return out.strip()

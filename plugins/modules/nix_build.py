@@ -63,6 +63,13 @@ options:
         so modules read it as C({ ansinixArgs, ... }:).
     type: dict
     default: {}
+  override_inputs:
+    description:
+      - Flake inputs to replace for this build, input name to flake reference, as C(--override-input) does. For
+        example V({nixpkgs: /srv/nixpkgs}) to build against a local checkout. Only with O(flake).
+      - The flake's lock file is never written by this module.
+    type: dict
+    default: {}
   out_link:
     description:
       - Path of the garbage collector root that keeps the result alive (a symlink to RV(out_path)).
@@ -142,6 +149,7 @@ def main():
             nixos_configuration=dict(type="str"),
             args=dict(type="dict", default={}),
             out_link=dict(type="path"),
+            override_inputs=dict(type="dict", default={}),
             nix_path=dict(type="list", elements="str", default=[]),
             use_environment_nix_path=dict(type="bool", default=False),
             options=dict(type="dict", default={}),

@@ -207,3 +207,18 @@ def test_phases_have_tags(fleet, run_playbook):
     assert hosts["web1"].store_has(built)  # copied
     assert hosts["web1"].generation() == 1 and hosts["web1"].readlink("/run/current-system") != built  # not switched
     assert not [e for e in run.events if e["task"] == "Switch to the new system"]
+
+
+def test_example_fleet_as_a_flake(fleet, run_playbook):
+    """examples/fleet/flake.nix, its nixpkgs input replaced by the stand-in (no network here)."""
+    hosts, args = fleet
+    flake_args = ["nixos_file=" if a.startswith("nixos_file=") else a for a in args]  # a flake, not the file
+    run = run_playbook(SITE, args=flake_args + extra_vars(
+        nixos_flake=os.path.join(REPO_ROOT, "examples", "fleet"),
+        nixos_override_inputs={"nixpkgs": os.path.dirname(FIXTURES_DIR)}))
+    assert run.rc == 0, str(run)
+    assert hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-24.05")
+    scrape = json.loads(hosts["mon"].read_file("/etc/static/prometheus/prometheus.yml"))
+    assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == sorted(
+        "%s:9100" % hosts[h].address for h in ("web1", "web2"))
+    assert not os.path.exists(os.path.join(REPO_ROOT, "examples", "fleet", "flake.lock"))  # the user's tree is left alone
