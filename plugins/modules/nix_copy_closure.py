@@ -7,22 +7,30 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: nix_copy_closure
-short_description: Copy Nix store closures from the controller to a host, sending only what is missing
+short_description: Copy Nix store closures to a host, sending only the paths it lacks
 version_added: 0.1.0
 description:
   - Copies the closure of one or more store paths (everything they need at run time) from the controller's Nix
-    store into the store of the task's host.
+    store, or from another inventory host's (O(src_host)), into the store of the task's host.
   - First asks the host which paths of the closure it lacks. When it lacks none, nothing is sent and
     RV(ignore:changed) is false.
-  - V(stream) sends the missing paths as NAR archives through Ansible's own connection, so any connection
-    plugin works (ssh, paramiko). With C(become), they are imported as root, so a non-root SSH user needs no
-    C(trusted-users) set-up and no signatures. The archives go through a temporary file on each side, in
-    batches of O(batch_size) MiB, so the controller's memory does not grow with the closure.
-  - V(ssh) runs C(nix-copy-closure) on the controller with the host's Ansible SSH settings (address, port,
-    user, key, common and extra arguments, host key checking). Only this method can let the host fetch paths
-    from its own binary caches (O(use_substitutes)).
-  - A copy that is killed half-way leaves the host's store valid (each path is imported whole or not at
-    all); the next run sends what is still missing.
+  - The host needs Nix, but no Python: everything on it runs through C(nix-store).
+  - "O(method=stream) speaks Nix's own copy protocol (the one of C(nix-copy-closure)): the source's
+    C(nix-store --serve) hands over each missing path as a NAR, and the host's C(nix-store --serve --write) adds it
+    to its store as it arrives. The controller only relays the bytes, so its memory does not grow with the closure,
+    and neither does the host's."
+  - With O(method=stream) and C(become), the host's side runs as root, so a non-root SSH user needs no
+    C(trusted-users) entry and the paths no signatures.
+  - With the C(ssh) connection plugin (and key authentication), O(method=stream) uses a connection of its own,
+    made from the host's connection settings (address, port, user, key, C(ssh_args), common and extra arguments,
+    host key checking, timeout) but not multiplexed into Ansible's ControlMaster, and without C(-C) unless
+    O(compress=true). With any other connection plugin (paramiko, docker, local, ...), or when C(become) needs a
+    password, the same requests go through the plugin's own file transfer, in batches of O(batch_size) MiB.
+  - O(method=ssh) runs C(nix copy) on the controller to the host's C(ssh://) store, with the same SSH settings.
+    As a non-root SSH user with C(become), it runs C(sudo -n nix-store) on the host (C(become_method=sudo) without
+    a password only).
+  - A copy that is killed half-way leaves the host's store valid (each path is added whole or not at all); the
+    next run sends what is still missing.
 author:
   - ansinix.nixos maintainers (@ansinix)
 extends_documentation_fragment:
@@ -31,12 +39,12 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reports what is missing; copies nothing.
+    details: Reports what is missing and its NAR size; copies nothing.
   diff_mode:
     support: none
   action:
     support: full
-    details: Runs on the controller and uses the task's connection.
+    details: Runs on the controller and reaches the host with its own connection settings.
 options:
   path:
     description:
@@ -46,41 +54,48 @@ options:
     required: true
   method:
     description:
-      - V(stream) or V(ssh), see above. V(auto) picks V(stream), or V(ssh) when O(use_substitutes=true).
+      - V(stream) or V(ssh), see above.
+      - V(auto) picks V(ssh) when O(use_substitutes=true) and the connection is C(ssh) with key authentication and
+        no O(src_host); otherwise V(stream).
     type: str
     choices: [auto, ssh, stream]
     default: auto
   use_substitutes:
     description:
-      - Let the host download paths from its configured binary caches instead (C(nix-copy-closure --use-substitutes)).
-        Needs O(method=ssh) or V(auto).
+      - Let the host first download what it can from its own binary caches (its C(substituters)), and send only
+        the rest.
     type: bool
     default: false
   compress:
     description:
-      - Compress the archives on the wire (gzip). Helps on slow links; costs CPU on fast ones.
+      - Compress on the wire (SSH compression for live copies, gzip for file transfers). Helps on slow links;
+        costs CPU on fast ones.
     type: bool
     default: false
   src_host:
     description:
       - Copy from the Nix store of this inventory host (a builder) instead of the controller's. The controller
-        relays the archives through its own connections to both hosts, so they need no SSH trust between them,
-        and the controller needs no Nix.
+        relays between its own connections to both hosts, so they need no SSH trust between them, and the
+        controller needs no Nix.
       - Only with O(method=stream) (or V(auto)).
     type: str
   batch_size:
     description:
-      - The most MiB of archives sent and imported at once by V(stream). Bounds the temporary disk space used
-        on either side.
+      - For copies through file transfers, the most MiB of NARs sent and added at once; bounds the temporary disk
+        space used on the controller and the hosts. A single larger path is sent on its own.
     type: int
     default: 256
 notes:
-  - Needs Nix on the controller and on the host.
-  - With O(method=ssh) the SSH options are passed in C(NIX_SSHOPTS), which Nix splits at spaces; an argument
-    containing a space cannot be passed that way.
+  - Needs Nix on the host, and on the controller unless O(src_host) is given (C(nix-store) for O(method=stream),
+    C(nix) for O(method=ssh)).
+  - Without C(become), the SSH user must be allowed to add paths to the host's store (root, or listed in
+    C(nix.settings.trusted-users) on NixOS).
 seealso:
   - module: ansinix.nixos.nix_build
   - module: ansinix.nixos.nixos_switch
+  - name: nix-copy-closure
+    description: The Nix tool whose protocol method=stream speaks.
+    link: https://nix.dev/manual/nix/stable/command-ref/nix-copy-closure
 """
 
 EXAMPLES = r"""
@@ -88,7 +103,7 @@ EXAMPLES = r"""
   ansinix.nixos.nix_copy_closure:
     path: "{{ web1_system.out_path }}"
 
-- name: As a non-root SSH user, importing as root
+- name: As a non-root SSH user, adding the paths as root
   ansinix.nixos.nix_copy_closure:
     path: "{{ web1_system.out_path }}"
   become: true
@@ -99,33 +114,39 @@ EXAMPLES = r"""
     src_host: builder
   become: true
 
-- name: Let the host fetch from cache.nixos.org what it can
+- name: Let the host fetch from its binary caches what it can
   ansinix.nixos.nix_copy_closure:
     path: "{{ web1_system.out_path }}"
-    method: ssh
     use_substitutes: true
+
+- name: Report what a deploy would send
+  ansinix.nixos.nix_copy_closure:
+    path: "{{ web1_system.out_path }}"
+  check_mode: true
+  register: would_send
 """
 
 RETURN = r"""
 missing:
-  description: The store paths the host lacked (in check mode, those it lacks).
+  description: The store paths the host lacked, dependencies first (in check mode, those it lacks).
   returned: always
   type: list
   elements: str
 copied:
-  description: How many store paths were sent.
+  description: How many store paths were sent (paths the host fetched from its own caches are not counted).
   returned: always
   type: int
 bytes:
-  description: Bytes of archives sent over the connection (compressed size with O(compress)).
+  description: The NAR bytes sent, that is the summed NAR size (C(nix path-info -S)) of the paths sent; 0 when
+    nothing was missing and in check mode.
   returned: always
   type: int
 nar_bytes:
-  description: The NAR size of the missing paths.
-  returned: when paths were missing
+  description: The summed NAR size of the missing paths, sent or not (what would be sent, in check mode).
+  returned: always
   type: int
 method:
-  description: The method used.
+  description: The method used, V(stream) or V(ssh).
   returned: always
   type: str
 closure_size:
