@@ -13,17 +13,42 @@ author:
 description:
   - Lists the servers of a Hetzner Cloud project, the dedicated servers of a Hetzner Robot account, or both,
     from a file whose name ends in C(hetzner.yml) or C(hetzner.yaml).
-  - Sets C(ansible_host) and C(hetzner_*) variables on each host. Servers with the O(nixos_label) label get
-    C(nixos_configuration) and join the C(nixos) group, which the C(ansinix.nixos.deploy) role and the
-    C(ansinix.nixos.site) playbook deploy.
-  - Groups C(hetzner), C(hetzner_cloud), C(hetzner_robot), one group per location (C(hetzner_fsn1)), and C(nixos).
-  - When a Cloud server and a Robot server have the same name, the Cloud server keeps it and the Robot server
-    becomes C(NAME_robotNUMBER), with a warning.
+  - Each host gets C(ansible_host) (see O(connect_with)) and the variables C(hetzner_kind) (V(cloud) or
+    V(robot)), C(hetzner_id), C(hetzner_name), C(hetzner_status), C(hetzner_location), C(hetzner_type),
+    C(hetzner_labels), C(hetzner_ipv4), C(hetzner_ipv6) (the server's first address in its /64),
+    C(hetzner_ipv6_network), C(hetzner_private_ipv4), C(hetzner_private_networks) (network name to address),
+    C(hetzner_image) and C(hetzner_rescue) (whether the rescue system is enabled; for Robot servers only with
+    O(robot.rescue_status), else V(null)).
+  - A server labelled O(nixos_label) gets C(nixos_configuration) set to the label's value, so a server labelled
+    C(nixos=web) is deployed from C(nixosConfigurations.web).
+  - 'Groups: C(hetzner) (every host), C(hetzner_cloud), C(hetzner_robot), one per location (C(hetzner_fsn1)),
+    and C(nixos): every host with a C(nixos_configuration), from the label or from O(compose). The
+    C(ansinix.nixos.site) playbook deploys the C(nixos) group.'
+  - 'Names: a host is named like its server. Cloud names are unique in a project and are kept. A Robot server
+    whose name is already taken (by a Cloud server, or by a Robot server with a lower number) is named
+    C(NAME_robotNUMBER), and a Robot server without a name C(robotNUMBER); a warning lists every renamed server.'
+  - With a warm cache (O(cache)), listing the inventory sends no request at all, and credentials are not even
+    rendered. The cache keeps the API objects, never a credential; changing what is asked of the APIs (endpoints,
+    O(cloud.label_selector), O(cloud.status), O(robot.rescue_status)) makes the plugin ask again.
 extends_documentation_fragment:
-  - constructed
-  - inventory_cache
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+  - ansinix.nixos.hetzner
 requirements:
-  - jmespath (for O(filter))
+  - jmespath (only for O(filter))
+notes:
+  - Values under O(cloud) and O(robot) may be templates, such as a vault variable given with C(--extra-vars),
+    a lookup, or an inline C(!vault) value. Credentials never appear in messages.
+  - Ansible reports an inventory source that fails as a warning and goes on without it. Set
+    C(ANSIBLE_INVENTORY_UNPARSED_FAILED=true) (C([inventory] unparsed_is_failed) in C(ansible.cfg)) to make
+    such a failure stop the run, which is what CI and AWX jobs usually want.
+seealso:
+  - name: Hetzner Cloud API
+    description: The servers and networks endpoints this plugin reads.
+    link: https://docs.hetzner.cloud/reference/cloud
+  - name: Hetzner Robot webservice
+    description: The dedicated server and rescue endpoints this plugin reads.
+    link: https://robot.hetzner.com/doc/webservice/en.html
 options:
   plugin:
     description: Marks this file as a source for this plugin.
@@ -32,74 +57,142 @@ options:
     choices: [ansinix.nixos.hetzner]
   cloud:
     description:
-      - Hetzner Cloud. Leave it out to list no Cloud servers. Keys are C(token) (default C($HCLOUD_TOKEN)),
-        C(endpoint) (default V(https://api.hetzner.cloud/v1)), C(label_selector) and C(status) (a list;
-        both are sent to the API), and C(locations), C(server_types) (lists) and C(network) (a network name
-        or id) to filter by. Values may be templates, such as a vault variable or a lookup.
+      - List the servers of a Hetzner Cloud project. Leave it out to list no Cloud servers; O(cloud={}) lists
+        them all with the token from C(HCLOUD_TOKEN).
     type: dict
+    suboptions:
+      token:
+        description:
+          - An API token of the project (Security > API tokens in the Cloud Console; read-only is enough).
+          - Defaults to the environment variable C(HCLOUD_TOKEN).
+        type: str
+      endpoint:
+        description:
+          - The address of the API. Defaults to the environment variable C(HCLOUD_ENDPOINT), else
+            V(https://api.hetzner.cloud/v1).
+        type: str
+      label_selector:
+        description:
+          - Only servers matching this label selector, such as V(nixos) or V(env=prod,nixos). The API applies it.
+        type: str
+      status:
+        description:
+          - Only servers in one of these states, such as V([running]). The API applies it.
+        type: list
+        elements: str
+        choices: [initializing, starting, running, stopping, 'off', deleting, migrating, rebuilding, unknown]
+      locations:
+        description:
+          - Only servers in one of these locations, such as V([fsn1, nbg1]).
+        type: list
+        elements: str
+      server_types:
+        description:
+          - Only servers of one of these types, such as V([cx22, cpx31]).
+        type: list
+        elements: str
+      network:
+        description:
+          - Only servers attached to this private network (its name or id). Their address in it becomes
+            C(hetzner_private_ipv4), and C(ansible_host) with O(connect_with=private_ipv4).
+        type: str
   robot:
     description:
-      - Hetzner Robot dedicated servers. Leave it out to list none. Keys are C(user) and C(password) of the
-        Robot webservice (default C($ROBOT_USER) and C($ROBOT_PASSWORD)), C(endpoint) (default
-        V(https://robot-ws.your-server.de)), and C(rescue_status) (V(true) asks for each server whether the
-        rescue system is enabled, one request per server, and sets C(hetzner_rescue)).
+      - List the dedicated servers of a Hetzner Robot account. Leave it out to list none; O(robot={}) takes the
+        credentials from C(HROBOT_API_USER) and C(HROBOT_API_PASSWORD).
     type: dict
+    suboptions:
+      user:
+        description:
+          - The webservice user, from Robot under Settings > Webservice and app settings (not the Robot login).
+          - Defaults to the environment variable C(HROBOT_API_USER).
+        type: str
+      password:
+        description:
+          - The password of the webservice user. Defaults to the environment variable C(HROBOT_API_PASSWORD).
+        type: str
+      endpoint:
+        description:
+          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
+        type: str
+      rescue_status:
+        description:
+          - Ask for each dedicated server whether its rescue system is enabled, and set C(hetzner_rescue). That is
+            one more request per server, and Robot allows only so many an hour; use it with O(cache).
+        type: bool
+        default: false
   connect_with:
     description:
-      - What C(ansible_host) is. V(public_ipv6) is the first address of the server's /64, V(private_ipv4) its
-        address in C(cloud.network), V(name) leaves it to name resolution.
+      - What C(ansible_host) is. V(public_ipv6) is the server's first address in its /64, V(private_ipv4) its
+        address in O(cloud.network), V(name) the server's name (for name resolution).
+      - A server without such an address gets no C(ansible_host); a warning names it. O(compose) can set
+        C(ansible_host) from other variables instead.
     type: str
     choices: [public_ipv4, public_ipv6, private_ipv4, name]
     default: public_ipv4
   nixos_label:
     description:
-      - The label whose value names the server's NixOS configuration. A Cloud server labelled C(nixos=web)
-        gets C(nixos_configuration=web) and is deployed from C(nixosConfigurations.web). Robot servers carry
-        no labels; give them C(nixos_configuration) with O(compose) or host variables.
+      - The label whose value names a Cloud server's NixOS configuration. Robot servers carry no labels; give
+        them C(nixos_configuration) with O(compose) or host variables.
     type: str
     default: nixos
   filter:
     description:
-      - A JMESPath expression evaluated against each server's API object. Servers for which it is false are left out.
+      - A JMESPath expression evaluated against each server's API object (a Cloud server as C(GET /servers)
+        returns it, a Robot server as C(GET /server) does). Servers for which it is not true are left out.
+      - For example V(server_type.cores >= `4`) or V(contains(server_name, 'db')).
     type: str
-  timeout:
-    description: Seconds to wait for one API answer.
-    type: int
-    default: 30
-  max_retries:
-    description: How often a rate-limited, failed (5xx) or timed-out request is tried again, with back-off.
-    type: int
-    default: 5
 """
 
 EXAMPLES = r"""
-# hetzner.yml: every Cloud server labelled nixos=..., and the Robot dedicated servers.
+# hetzner.yml -- the one dedicated server of a Robot account, deployed from nixosConfigurations.<its name>.
 plugin: ansinix.nixos.hetzner
-cloud:
-  token: "{{ lookup('ansible.builtin.env', 'HCLOUD_TOKEN') }}"
-  label_selector: nixos
 robot:
-  user: "{{ vault_robot_user }}"
+  user: "{{ vault_robot_user }}"          # ansible-inventory -i hetzner.yml -e @vault.yml --ask-vault-pass
   password: "{{ vault_robot_password }}"
 compose:
-  # The one dedicated server runs the configuration named like it.
-  nixos_configuration: nixos_configuration | default(hetzner_name)
+  nixos_configuration: hetzner_name
+
+---
+# cloud.hetzner.yml -- the Cloud servers labelled nixos=<configuration>, running, reached over a private network.
+plugin: ansinix.nixos.hetzner
+cloud:
+  token: "{{ lookup('ansible.builtin.file', '~/.config/hcloud/token') }}"
+  label_selector: nixos
+  status: [running]
+  network: backend
+connect_with: private_ipv4
 keyed_groups:
   - key: hetzner_labels.env | default('none')
     prefix: env
+
+---
+# fleet.hetzner.yml -- both, with a filter on the API objects, and cached for ten minutes.
+plugin: ansinix.nixos.hetzner
+cloud:
+  locations: [fsn1, nbg1]
+robot: {}                                # HROBOT_API_USER and HROBOT_API_PASSWORD
+filter: "status != 'off'"
+compose:
+  nixos_configuration: "hetzner_name if hetzner_kind == 'robot' else nixos_configuration"
 cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/ansinix-inventory
 cache_timeout: 600
 """
 
+import difflib
+import ipaddress
+import json
 import os
+import re
 
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.hetzner import (
-    CLOUD_ENDPOINT, ROBOT_ENDPOINT, CloudClient, HetznerError, RobotClient,
+    CLOUD_SERVER_STATUSES, CloudClient, HetznerError, RobotClient,
 )
 
 try:
@@ -108,59 +201,156 @@ try:
 except ImportError:
     HAS_JMESPATH = False
 
-CLOUD_KEYS = {"token", "endpoint", "label_selector", "status", "locations", "server_types", "network"}
-ROBOT_KEYS = {"user", "password", "endpoint", "rescue_status"}
+try:
+    # ansible-core 2.19 and later only ever template strings trusted as templates, which API data is not.
+    from ansible.template import trust_as_template  # pylint: disable=unused-import
+    API_DATA_NEEDS_UNSAFE = False
+except ImportError:
+    API_DATA_NEEDS_UNSAFE = True
+
+# What may stand in the cloud: and robot: sections, and of which kind. Credentials are rendered only when
+# the APIs are asked (a warm cache needs none).
+CLOUD_SETTINGS = {"token": str, "endpoint": str, "label_selector": str, "status": list, "locations": list,
+                  "server_types": list, "network": str}
+ROBOT_SETTINGS = {"user": str, "password": str, "endpoint": str, "rescue_status": bool}
+CREDENTIALS = ("token", "user", "password")
+CACHE_FORMAT = 2  # bump when the cached data changes shape
 
 
-def ipv6_host(network):
-    """Hetzner gives each server a /64; its first address (::1) is the one configured on the server."""
+# -- the API objects as host variables (small functions the unit tests call) ----------------------------------
+
+def dig(obj, *keys):
+    """obj[k1][k2]..., or None where a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def first_ipv6(network):
+    """The first address of a /64 ('2001:db8:1::/64' -> '2001:db8:1::1'): the one Hetzner configures."""
     if not network:
         return None
-    prefix = network.split("/")[0]
-    return prefix + ("1" if prefix.endswith("::") else "")
+    text = str(network) if "/" in str(network) else "%s/64" % network
+    try:
+        return str(ipaddress.ip_network(text, strict=False).network_address + 1)
+    except ValueError:
+        return None
+
+
+def ipv6_network(network):
+    if not network:
+        return None
+    return str(network) if "/" in str(network) else "%s/64" % network
 
 
 def robot_location(dc):
     """'FSN1-DC14' -> 'fsn1'."""
-    return (dc or "").split("-")[0].lower() or None
+    return str(dc or "").partition("-")[0].lower() or None
 
 
-def cloud_hostvars(server, networks):
-    public = server.get("public_net") or {}
-    private = dict((networks.get(p.get("network"), {}).get("name", str(p.get("network"))), p.get("ip"))
-                   for p in server.get("private_net") or [])
+def group_suffix(text):
+    """A location as part of a group name: only letters, digits and underscores."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", str(text))
+
+
+def cloud_hostvars(server, networks, network_id=None):
+    """The hetzner_* variables of a Cloud server. `networks` maps network ids to the API's network objects."""
+    private = {}
+    for attachment in server.get("private_net") or []:
+        name = dig(networks, attachment.get("network"), "name") or str(attachment.get("network"))
+        private[name] = attachment.get("ip")
+    chosen = [a.get("ip") for a in server.get("private_net") or [] if network_id is None or a.get("network") == network_id]
     image = server.get("image") or {}
     return {
         "hetzner_kind": "cloud",
         "hetzner_id": server.get("id"),
         "hetzner_name": server.get("name"),
         "hetzner_status": server.get("status"),
-        "hetzner_location": (((server.get("datacenter") or {}).get("location") or {}).get("name")),
-        "hetzner_type": (server.get("server_type") or {}).get("name"),
+        # Datacenters are leaving the API; servers name their location directly.
+        "hetzner_location": dig(server, "location", "name") or dig(server, "datacenter", "location", "name"),
+        "hetzner_type": dig(server, "server_type", "name"),
         "hetzner_labels": dict(server.get("labels") or {}),
-        "hetzner_ipv4": ((public.get("ipv4") or {}).get("ip")),
-        "hetzner_ipv6": ipv6_host((public.get("ipv6") or {}).get("ip")),
-        "hetzner_private_ipv4": private,
+        "hetzner_ipv4": dig(server, "public_net", "ipv4", "ip"),
+        "hetzner_ipv6": first_ipv6(dig(server, "public_net", "ipv6", "ip")),
+        "hetzner_ipv6_network": ipv6_network(dig(server, "public_net", "ipv6", "ip")),
+        "hetzner_private_ipv4": chosen[0] if chosen else None,
+        "hetzner_private_networks": private,
         "hetzner_image": image.get("name") or image.get("description"),
         "hetzner_rescue": bool(server.get("rescue_enabled")),
     }
 
 
-def robot_hostvars(server, rescue=None):
+def robot_hostvars(server, rescue_active=None):
+    """The hetzner_* variables of a Robot server; `rescue_active` is None when it was not asked."""
     return {
         "hetzner_kind": "robot",
         "hetzner_id": server.get("server_number"),
-        "hetzner_name": server.get("server_name") or "server%s" % server.get("server_number"),
+        "hetzner_name": server.get("server_name") or None,
         "hetzner_status": server.get("status"),
         "hetzner_location": robot_location(server.get("dc")),
         "hetzner_type": server.get("product"),
         "hetzner_labels": {},
         "hetzner_ipv4": server.get("server_ip"),
-        "hetzner_ipv6": ipv6_host(server.get("server_ipv6_net")),
-        "hetzner_private_ipv4": {},
+        "hetzner_ipv6": first_ipv6(server.get("server_ipv6_net")),
+        "hetzner_ipv6_network": ipv6_network(server.get("server_ipv6_net")),
+        "hetzner_private_ipv4": None,
+        "hetzner_private_networks": {},
         "hetzner_image": None,
-        "hetzner_rescue": rescue,
+        "hetzner_rescue": rescue_active,
     }
+
+
+def cloud_wanted(hostvars, cloud_cfg, network_id):
+    """Whether a Cloud server passes the locations, server_types and network settings."""
+    if cloud_cfg.get("locations") and hostvars["hetzner_location"] not in cloud_cfg["locations"]:
+        return False
+    if cloud_cfg.get("server_types") and hostvars["hetzner_type"] not in cloud_cfg["server_types"]:
+        return False
+    return network_id is None or hostvars["hetzner_private_ipv4"] is not None
+
+
+def host_names(cloud_servers, robot_servers):
+    """[(inventory name, kind, server)] and the Robot servers renamed [(server name, new name)].
+
+    Cloud servers keep their names (unique in a project). Robot servers, by ascending number, keep theirs
+    unless taken; then they become NAME_robotNUMBER. A Robot server without a name is robotNUMBER.
+    """
+    hosts, renamed, taken = [], [], set()
+    for server in cloud_servers:
+        hosts.append((server["name"], "cloud", server))
+        taken.add(server["name"])
+    for server in sorted(robot_servers, key=lambda s: int(s.get("server_number") or 0)):
+        number = server.get("server_number")
+        name = server.get("server_name") or "robot%s" % number
+        if name in taken:
+            renamed.append((name, "%s_robot%s" % (name, number)))
+            name = renamed[-1][1]
+        hosts.append((name, "robot", server))
+        taken.add(name)
+    return hosts, renamed
+
+
+def connection_address(hostvars, connect_with):
+    return {
+        "public_ipv4": hostvars["hetzner_ipv4"],
+        "public_ipv6": hostvars["hetzner_ipv6"],
+        "private_ipv4": hostvars["hetzner_private_ipv4"],
+        "name": hostvars["hetzner_name"],
+    }[connect_with]
+
+
+def first_line(exc):
+    """The first line of an error's message, without a dangling 'for expression:' (JMESPath's)."""
+    text = getattr(exc, "message", None) or str(exc)
+    line = (str(text).strip().splitlines() or [exc.__class__.__name__])[0]
+    return re.sub(r",? for expression:$", "", line)
+
+
+def did_you_mean(word, choices):
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return " (did you mean %s?)" % close[0] if close else ""
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -171,164 +361,241 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
-        self._read_config_data(path)
-        cloud_cfg, robot_cfg = self._section("cloud", CLOUD_KEYS), self._section("robot", ROBOT_KEYS)
+        config = self._read_config_data(path)
+        # Templates in the sections may use extra vars (-e @vault.yml), like constructed expressions can.
+        self.templar.available_variables = self._vars
+        self._check_options(config)
+        cloud_cfg = self._section("cloud", CLOUD_SETTINGS)
+        robot_cfg = self._section("robot", ROBOT_SETTINGS)
         if cloud_cfg is None and robot_cfg is None:
-            raise AnsibleParserError("%s: give a cloud: section, a robot: section, or both" % path)
-        if self.get_option("filter") and not HAS_JMESPATH:
-            raise AnsibleParserError("the filter option needs the Python library jmespath on the controller (pip install jmespath)")
+            raise AnsibleParserError("give a cloud: section (Hetzner Cloud), a robot: section (Hetzner Robot), or both")
+        if self.get_option("connect_with") == "private_ipv4" and not (cloud_cfg or {}).get("network"):
+            raise AnsibleParserError("connect_with: private_ipv4 needs cloud.network, the private network whose address to use")
+        self._filter = self._compile_filter(self.get_option("filter"))
 
+        query = self._query(cloud_cfg, robot_cfg)
         cache_key = self.get_cache_key(path)
-        use_cache = self.get_option("cache") and cache
         data = None
-        if use_cache:
+        if self.get_option("cache") and cache:
             try:
-                data = self._cache[cache_key]
+                cached = self._cache[cache_key]
             except KeyError:
-                data = None
+                cached = None
+            if isinstance(cached, dict) and cached.get("query") == query:
+                data = cached
         if data is None:
-            data = self._fetch(cloud_cfg, robot_cfg)
+            data = self._fetch(cloud_cfg, robot_cfg, query)
             if self.get_option("cache"):
                 self._cache[cache_key] = data
-        self._populate(data, cloud_cfg)
+        self._populate(data, cloud_cfg or {})
 
-    # -- configuration -----------------------------------------------------------------------------
+    # -- configuration ---------------------------------------------------------------------------------------
 
-    def _section(self, name, known):
+    def _check_options(self, config):
+        """Ansible ignores unknown keys in a source; a misspelt one would silently change nothing."""
+        for key in config:
+            if key not in self._options:
+                raise AnsibleParserError("unknown option %r%s" % (key, did_you_mean(key, self._options)))
+        for key, least in (("timeout", 1), ("max_retries", 0), ("max_wait", 0)):
+            if self.get_option(key) < least:
+                raise AnsibleParserError("%s must be at least %d" % (key, least))
+
+    def _section(self, name, settings):
+        """The cloud: or robot: section with its values rendered (credentials stay templates), or None."""
         section = self.get_option(name)
         if section is None:
             return None
         if not isinstance(section, dict):
-            raise AnsibleParserError("%s: must be a dictionary of settings (%s)" % (name, ", ".join(sorted(known))))
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise AnsibleParserError("%s: unknown setting(s) %s; known: %s" % (name, ", ".join(unknown), ", ".join(sorted(known))))
+            raise AnsibleParserError("%s: must be a mapping of settings (%s), or {} for the defaults" % (name, ", ".join(settings)))
         resolved = {}
         for key, value in section.items():
-            if isinstance(value, str) and self.templar.is_possibly_template(value):
-                try:
-                    value = self.templar.template(value)
-                except AnsibleError as exc:
-                    # The message names the setting, never its value (it may be a secret).
-                    raise AnsibleParserError("%s.%s: the template could not be rendered: %s"
-                                             % (name, key, str(exc).splitlines()[0])) from None
-            resolved[key] = value
-        for key in ("status", "locations", "server_types"):
-            if key in resolved and not isinstance(resolved[key], list):
-                raise AnsibleParserError("%s.%s: must be a list" % (name, key))
+            if key not in settings:
+                raise AnsibleParserError("%s.%s is not a setting%s; the settings are %s"
+                                         % (name, key, did_you_mean(key, settings), ", ".join(settings)))
+            resolved[key] = value if key in CREDENTIALS else self._render(name, key, value)
+        for key, value in resolved.items():
+            self._check_kind(name, key, value, settings[key])
         return resolved
 
+    def _render(self, section, key, value):
+        """A setting's value with templates (and vault values) resolved; errors name the setting, not the value."""
+        try:
+            return self.templar.template(value)
+        except AnsibleError as exc:
+            vault = re.search(r"decrypt|vault secret", first_line(exc), re.I)
+            hint = "; give the vault password (--ask-vault-pass or --vault-password-file)" if vault else ""
+            raise AnsibleParserError("%s.%s: its value could not be rendered: %s%s" % (section, key, first_line(exc), hint)) from None
+
+    @staticmethod
+    def _check_kind(section, key, value, kind):
+        where = "%s.%s" % (section, key)
+        if value is None or key in CREDENTIALS:
+            return
+        if kind is str and key == "network" and isinstance(value, int) and not isinstance(value, bool):
+            return  # a network id
+        if kind is list:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                example = {"status": "running", "locations": "fsn1, nbg1"}.get(key, "cx22, cpx31")
+                raise AnsibleParserError("%s: must be a list of names, such as [%s]" % (where, example))
+            if key == "status":
+                for status in value:
+                    if status not in CLOUD_SERVER_STATUSES:
+                        raise AnsibleParserError("%s: %r is not a server status%s; the statuses are %s"
+                                                 % (where, status, did_you_mean(status, CLOUD_SERVER_STATUSES), ", ".join(CLOUD_SERVER_STATUSES)))
+        elif not isinstance(value, kind):
+            raise AnsibleParserError("%s: must be %s, not %s" % (where, "true or false" if kind is bool else "a string", type(value).__name__))
+
+    def _compile_filter(self, expression):
+        if not expression:
+            return None
+        if not HAS_JMESPATH:
+            raise AnsibleParserError("the filter option needs the Python library jmespath on the controller (pip install jmespath)")
+        try:
+            return jmespath.compile(expression)
+        except jmespath.exceptions.IncompleteExpressionError:
+            raise AnsibleParserError("filter %r is not a JMESPath expression: it ends too early" % expression) from None
+        except jmespath.exceptions.ParseError as exc:
+            raise AnsibleParserError("filter %r is not a JMESPath expression: %s at column %s" % (expression, exc.msg, exc.lex_position)) from None
+        except jmespath.exceptions.JMESPathError as exc:
+            raise AnsibleParserError("filter %r is not a JMESPath expression: %s" % (expression, first_line(exc))) from None
+
+    def _query(self, cloud_cfg, robot_cfg):
+        """What is asked of the APIs (never a credential): a cache entry answers only the same query."""
+        query = {"format": CACHE_FORMAT, "cloud": None, "robot": None}
+        if cloud_cfg is not None:
+            query["cloud"] = {"endpoint": cloud_cfg.get("endpoint") or os.environ.get("HCLOUD_ENDPOINT"),
+                              "label_selector": cloud_cfg.get("label_selector"), "status": cloud_cfg.get("status"),
+                              "networks": cloud_cfg.get("network") is not None}
+        if robot_cfg is not None:
+            query["robot"] = {"endpoint": robot_cfg.get("endpoint"), "rescue_status": bool(robot_cfg.get("rescue_status"))}
+        return json.loads(json.dumps(query))  # as it comes back from a cache file
+
     def _clients(self, cloud_cfg, robot_cfg):
-        common = dict(timeout=self.get_option("timeout"), max_retries=self.get_option("max_retries"))
+        common = dict(timeout=self.get_option("timeout"), max_retries=self.get_option("max_retries"),
+                      max_wait=self.get_option("max_wait"))
         cloud = robot = None
         if cloud_cfg is not None:
-            cloud = CloudClient(cloud_cfg.get("token") or os.environ.get("HCLOUD_TOKEN"),
-                                endpoint=cloud_cfg.get("endpoint") or CLOUD_ENDPOINT, **common)
+            token = self._render("cloud", "token", cloud_cfg.get("token")) or os.environ.get("HCLOUD_TOKEN")
+            cloud = CloudClient(token, cloud_cfg.get("endpoint") or os.environ.get("HCLOUD_ENDPOINT"),
+                                token_setting="cloud.token (or HCLOUD_TOKEN)", endpoint_setting="cloud.endpoint", **common)
         if robot_cfg is not None:
-            robot = RobotClient(robot_cfg.get("user") or os.environ.get("ROBOT_USER"),
-                                robot_cfg.get("password") or os.environ.get("ROBOT_PASSWORD"),
-                                endpoint=robot_cfg.get("endpoint") or ROBOT_ENDPOINT, **common)
+            user = self._render("robot", "user", robot_cfg.get("user")) or os.environ.get("HROBOT_API_USER")
+            password = self._render("robot", "password", robot_cfg.get("password")) or os.environ.get("HROBOT_API_PASSWORD")
+            robot = RobotClient(user, password, robot_cfg.get("endpoint"),
+                                credentials_setting="robot.user and robot.password (or HROBOT_API_USER and HROBOT_API_PASSWORD)",
+                                endpoint_setting="robot.endpoint", **common)
         return cloud, robot
 
-    # -- fetching (what the cache keeps: the API objects) ---------------------------------------------
+    # -- fetching: what the cache keeps is the API objects ---------------------------------------------------
 
-    def _fetch(self, cloud_cfg, robot_cfg):
+    def _fetch(self, cloud_cfg, robot_cfg, query):
+        data = {"query": query, "cloud": [], "networks": [], "robot": [], "rescue": {}}
         try:
             cloud, robot = self._clients(cloud_cfg, robot_cfg)
-            data = {"cloud": [], "networks": [], "robot": [], "rescue": {}}
             if cloud:
                 data["cloud"] = cloud.servers(cloud_cfg.get("label_selector"), cloud_cfg.get("status"))
-                if any(s.get("private_net") for s in data["cloud"]) or cloud_cfg.get("network"):
+                # Network names are only needed where a server is attached to one.
+                if cloud_cfg.get("network") is not None or any(isinstance(s, dict) and s.get("private_net") for s in data["cloud"]):
                     data["networks"] = cloud.networks()
             if robot:
                 data["robot"] = robot.servers()
                 if robot_cfg.get("rescue_status"):
                     for server in data["robot"]:
                         number = server.get("server_number")
+                        # Only the flag: an active rescue system's answer also holds its root password.
                         data["rescue"][str(number)] = bool(robot.rescue(number).get("active"))
-            return data
         except HetznerError as exc:
             raise AnsibleParserError(exc.msg) from None
+        for kind, what in (("cloud", "Hetzner Cloud"), ("robot", "Hetzner Robot")):
+            for server in data[kind]:
+                key = "name" if kind == "cloud" else "server_number"
+                if not isinstance(server, dict) or not server.get(key):
+                    raise AnsibleParserError("%s listed a server without a %s (%s); is %s.endpoint the API's address?"
+                                             % (what, key, json.dumps(server)[:80], kind))
+        return data
 
-    # -- hosts and groups ------------------------------------------------------------------------------
+    # -- hosts and groups ------------------------------------------------------------------------------------
 
     def _keep(self, server):
-        expression = self.get_option("filter")
-        if not expression:
+        if self._filter is None:
             return True
         try:
-            return bool(jmespath.search(expression, server))
+            return bool(self._filter.search(server))
         except jmespath.exceptions.JMESPathError as exc:
-            raise AnsibleParserError("filter %r is not a valid JMESPath expression: %s" % (expression, str(exc).splitlines()[0])) from None
+            which = server.get("name") or "Robot server %s" % server.get("server_number")
+            raise AnsibleParserError("filter %r failed on %s: %s" % (self.get_option("filter"), which, first_line(exc))) from None
+
+    def _network_id(self, wanted, networks):
+        if wanted is None:
+            return None
+        match = [n for n in networks.values() if str(n.get("id")) == str(wanted) or n.get("name") == str(wanted)]
+        if not match:
+            raise AnsibleParserError("cloud.network %r: the project has no such network (it has %s)"
+                                     % (str(wanted), ", ".join(sorted(str(n.get("name")) for n in networks.values())) or "none"))
+        return match[0].get("id")
 
     def _populate(self, data, cloud_cfg):
-        cloud_cfg = cloud_cfg or {}
-        networks = dict((n.get("id"), n) for n in data.get("networks") or [])
-        network_name = None
-        if cloud_cfg.get("network") is not None:
-            wanted = str(cloud_cfg["network"])
-            match = [n for n in networks.values() if str(n.get("id")) == wanted or n.get("name") == wanted]
-            if not match:
-                raise AnsibleParserError("cloud.network %r: no such network in the project (it has: %s)"
-                                         % (wanted, ", ".join(sorted(n.get("name", "") for n in networks.values())) or "none"))
-            network_name = match[0]["name"]
-        hosts = []
+        networks = dict((n.get("id"), n) for n in data.get("networks") or [] if isinstance(n, dict))
+        network_id = self._network_id(cloud_cfg.get("network"), networks)
+        cloud, cloud_vars = [], {}
         for server in data.get("cloud") or []:
-            if not self._keep(server):
+            hostvars = cloud_hostvars(server, networks, network_id)
+            if not (cloud_wanted(hostvars, cloud_cfg, network_id) and self._keep(server)):
                 continue
-            hostvars = cloud_hostvars(server, networks)
-            if cloud_cfg.get("locations") and hostvars["hetzner_location"] not in cloud_cfg["locations"]:
-                continue
-            if cloud_cfg.get("server_types") and hostvars["hetzner_type"] not in cloud_cfg["server_types"]:
-                continue
-            if network_name and network_name not in hostvars["hetzner_private_ipv4"]:
-                continue
-            hosts.append((hostvars["hetzner_name"], hostvars, network_name))
-        cloud_names = set(name for name, _v, _n in hosts)
-        for server in data.get("robot") or []:
-            if not self._keep(server):
-                continue
-            hostvars = robot_hostvars(server, data.get("rescue", {}).get(str(server.get("server_number"))))
-            name = hostvars["hetzner_name"]
-            if name in cloud_names:
-                renamed = "%s_robot%s" % (name, hostvars["hetzner_id"])
-                self.display.warning("Hetzner Cloud and Robot both have a server named %r; the Robot server is %r in this "
-                                     "inventory" % (name, renamed))
-                name = renamed
-            hosts.append((name, hostvars, None))
-        for name, hostvars, net in hosts:
-            self._add_host(name, hostvars, net)
+            cloud.append(server)
+            cloud_vars[server["name"]] = hostvars
+        robot = [server for server in data.get("robot") or [] if self._keep(server)]
+        hosts, renamed = host_names(cloud, robot)
+        if renamed:
+            self.display.warning("Hetzner servers renamed because their name was taken (see the plugin's documentation): %s"
+                                 % ", ".join("%s -> %s" % pair for pair in renamed))
+        rescue = data.get("rescue") or {}
+        no_address = []
+        for name, kind, server in hosts:
+            if kind == "cloud":
+                hostvars = cloud_vars[name]
+            else:
+                hostvars = robot_hostvars(server, rescue.get(str(server.get("server_number"))))
+            if not self._add_host(name, hostvars):
+                no_address.append(name)
+        if no_address:
+            self.display.warning("%d Hetzner server(s) have no %s address and get no ansible_host (choose another connect_with, "
+                                 "or set ansible_host with compose): %s"
+                                 % (len(no_address), self.get_option("connect_with"), ", ".join(no_address[:20])
+                                    + (" ..." if len(no_address) > 20 else "")))
 
-    def _add_host(self, name, hostvars, network_name):
-        inventory = self.inventory
-        inventory.add_group("hetzner")
-        inventory.add_host(name, group="hetzner")
-        inventory.add_group("hetzner_" + hostvars["hetzner_kind"])
-        inventory.add_child("hetzner_" + hostvars["hetzner_kind"], name)
-        if hostvars["hetzner_location"]:
-            group = inventory.add_group("hetzner_" + hostvars["hetzner_location"].replace("-", "_"))
-            inventory.add_child(group, name)
+    def _add_host(self, name, hostvars):
+        """Adds the host with its variables and groups; False when it has no address to connect to."""
         label = self.get_option("nixos_label")
         if label and hostvars["hetzner_labels"].get(label):
             hostvars["nixos_configuration"] = hostvars["hetzner_labels"][label]
-            inventory.add_group("nixos")
-            inventory.add_child("nixos", name)
-        connect_with = self.get_option("connect_with")
-        address = {"public_ipv4": hostvars["hetzner_ipv4"], "public_ipv6": hostvars["hetzner_ipv6"],
-                   "private_ipv4": hostvars["hetzner_private_ipv4"].get(network_name) if network_name else None,
-                   "name": name}[connect_with]
-        if connect_with == "private_ipv4" and not network_name:
-            raise AnsibleParserError("connect_with: private_ipv4 needs cloud.network, the network whose address to use")
+        address = connection_address(hostvars, self.get_option("connect_with"))
         if address:
             hostvars["ansible_host"] = address
+        if API_DATA_NEEDS_UNSAFE:
+            # API data is never a template (a server named "{{ ... }}" stays a name).
+            hostvars = wrap_var(hostvars)
+        inventory = self.inventory
+        inventory.add_group("hetzner")
+        inventory.add_host(name, group="hetzner")
+        for group in ("hetzner_" + hostvars["hetzner_kind"],
+                      "hetzner_" + group_suffix(hostvars["hetzner_location"]) if hostvars["hetzner_location"] else None):
+            if group:
+                inventory.add_group(group)
+                inventory.add_child(group, name)
         for key, value in hostvars.items():
             inventory.set_variable(name, key, value)
-        # The constructed features template per host; skip them when none is configured (a fleet of a
-        # thousand servers spends most of its time there otherwise).
+        # The constructed features template per host; skip those not configured (on a fleet of a thousand
+        # servers they would take most of the time).
         strict = self.get_option("strict")
         if self.get_option("compose"):
-            self._set_composite_vars(self.get_option("compose"), hostvars, name, strict=strict)
+            self._set_composite_vars(self.get_option("compose"), inventory.get_host(name).get_vars(), name, strict=strict)
         if self.get_option("groups"):
             self._add_host_to_composed_groups(self.get_option("groups"), hostvars, name, strict=strict)
         if self.get_option("keyed_groups"):
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hostvars, name, strict=strict)
+        # The nixos group is what gets deployed: every host with a configuration, from the label or compose.
+        if inventory.get_host(name).vars.get("nixos_configuration"):
+            inventory.add_group("nixos")
+            inventory.add_child("nixos", name)
+        return bool(address)

@@ -3,160 +3,325 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Clients for the Hetzner Cloud API and the Hetzner Robot webservice.
 
-Shared by the inventory plugin and the bootstrap modules. Retries what is worth retrying (rate
-limits, 5xx, timeouts) with a bounded back-off, follows pagination to the end, and turns every other
-failure into one line that names the credential or setting to fix. Credentials never appear in
-messages.
+Shared by the inventory plugin and the bootstrap modules (rescue systems, resets). Pure Python on
+module_utils.urls. What the client does for every caller:
+
+- retries what is worth retrying: rate limits (Cloud's 429 with Retry-After / RateLimit-Reset,
+  Robot's 403 RATE_LIMIT_EXCEEDED with its interval), 5xx answers, timeouts and broken connections,
+  with back-off, at most ``max_retries`` times and ``max_wait`` seconds in all; a request that may
+  have changed something (POST) is only repeated when the API surely refused it;
+- follows Cloud pagination to the last page;
+- turns every other failure into a HetznerError whose one-line message names the setting to fix
+  (the caller says what its settings are called) and never contains a credential.
 """
 
 from __future__ import annotations
 
 import base64
+import email.utils
+import http.client
 import json
+import socket
+import ssl
 import time
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode, urlparse
 
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import urlencode
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.common.parameters import env_fallback
+from ansible.module_utils.urls import Request
 
 CLOUD_ENDPOINT = "https://api.hetzner.cloud/v1"
 ROBOT_ENDPOINT = "https://robot-ws.your-server.de"
-CLOUD_PAGE_SIZE = 50
+CLOUD_PAGE_SIZE = 50  # the most the Cloud API gives per page
+CLOUD_SERVER_STATUSES = ("initializing", "starting", "running", "stopping", "off", "deleting", "migrating", "rebuilding", "unknown")
+ROBOT_RESET_TYPES = ("sw", "hw", "man", "power", "power_long")
+USER_AGENT = "ansinix.nixos"
+
+# Argument specs of modules that talk to Hetzner; doc_fragments/hetzner.py documents them
+# (DOCUMENTATION for the client settings, CLOUD and ROBOT for the credentials).
+CLIENT_ARGUMENT_SPEC = dict(
+    timeout=dict(type="int", default=30),
+    max_retries=dict(type="int", default=5),
+    max_wait=dict(type="int", default=120),
+)
+CLOUD_ARGUMENT_SPEC = dict(
+    cloud=dict(type="dict", apply_defaults=True, options=dict(
+        token=dict(type="str", no_log=True, fallback=(env_fallback, ["HCLOUD_TOKEN"])),
+        endpoint=dict(type="str", fallback=(env_fallback, ["HCLOUD_ENDPOINT"])),
+    )),
+)
+ROBOT_ARGUMENT_SPEC = dict(
+    robot=dict(type="dict", apply_defaults=True, options=dict(
+        user=dict(type="str", fallback=(env_fallback, ["HROBOT_API_USER"])),
+        password=dict(type="str", no_log=True, fallback=(env_fallback, ["HROBOT_API_PASSWORD"])),
+        endpoint=dict(type="str"),
+    )),
+)
 
 
 class HetznerError(Exception):
-    """One line for the user: what failed and what to change."""
+    """One line for the user: what failed and what to change. Never holds a credential."""
 
-    def __init__(self, msg, status=None):
+    def __init__(self, msg, status=None, code=None):
         super().__init__(msg)
         self.msg = msg
-        self.status = status
+        self.status = status  # the HTTP status, when there was an answer
+        self.code = code  # the API's error code: rate_limit_exceeded, SERVER_NOT_FOUND, ...
+
+
+def backoff(retry, base=1, cap=60):
+    """Seconds to wait before retry number `retry` (1, 2, ...): base, 2*base, 4*base ..., at most cap."""
+    return min(base * 2 ** (retry - 1), cap)
+
+
+def seconds_until(value, now):
+    """A Retry-After value (delta-seconds or an HTTP date) as whole seconds from `now`; None if unreadable."""
+    value = str(value if value is not None else "").strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0, int(when.timestamp() - now + 0.999))
+
+
+def error_object(body):
+    """The `error` object of an error answer of either API, or {}."""
+    try:
+        answer = json.loads(body)
+    except (TypeError, ValueError):
+        return {}
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def snippet(body, limit=60):
+    """The start of an answer, printable, for messages about answers that are not JSON."""
+    text = body[:limit].decode("utf-8", "replace") if isinstance(body, bytes) else str(body)[:limit]
+    return "".join(char if char.isprintable() else " " for char in text).strip()
+
+
+def describe(status, body):
+    """'503 unavailable: maintenance' -- an error answer in a few words."""
+    error = error_object(body)
+    if error:
+        words = [str(error.get("code") or ""), str(error.get("message") or "")]
+        return "%d %s" % (status, ": ".join(w for w in words if w))
+    if body:
+        return "%d, not JSON: %r" % (status, snippet(body))
+    return "%d" % status
+
+
+def checked_endpoint(endpoint, setting, example):
+    """The endpoint without a trailing slash, or a HetznerError when it is not an http(s) URL."""
+    parsed = urlparse(str(endpoint or ""))
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or "@" in parsed.netloc:
+        raise HetznerError("%s must be an http(s) URL with no credentials in it, such as %s" % (setting, example))
+    return str(endpoint).rstrip("/")
+
+
+class _Failure:
+    """A request that got no HTTP answer. `transient` ones (timeouts, broken connections) may be retried."""
+
+    def __init__(self, reason, transient):
+        self.reason = reason
+        self.transient = transient
 
 
 class _Client:
-    NAME = "Hetzner"
+    API = "Hetzner"  # names the API in messages
+    DEFAULT_ENDPOINT = ""
     FORM_ENCODED = False  # the Robot webservice takes form fields, the Cloud API JSON
 
-    def __init__(self, endpoint, timeout=30, max_retries=5, max_wait=60, sleep=time.sleep):
-        self.endpoint = endpoint.rstrip("/")
+    def __init__(self, endpoint, endpoint_setting, timeout=30, max_retries=5, max_wait=120, sleep=time.sleep, clock=time.time):
+        self.endpoint_setting = endpoint_setting
+        self.endpoint = checked_endpoint(endpoint or self.DEFAULT_ENDPOINT, endpoint_setting, self.DEFAULT_ENDPOINT)
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_wait = max_wait
         self.sleep = sleep
-        self.requests = 0
+        self.clock = clock
+        self.requests = 0  # HTTP requests sent, retries included
+        self._opener = None
+
+    # -- what each API decides --------------------------------------------------------------------------
 
     def _headers(self):
         raise NotImplementedError
 
-    def _error(self, status, body, path):
+    def _rate_limit_wait(self, status, headers, body, retry):
+        """Seconds to wait when this answer is the API's rate limit, else None."""
         raise NotImplementedError
 
-    def _retry_after(self, status, headers, body):
-        """Seconds to wait before retrying, or None when the answer is final."""
-        raise NotImplementedError
+    def _refusal(self, status, body, what):
+        """The HetznerError for an answer that is final."""
+        error = error_object(body)
+        return HetznerError("%s answered %s with %s" % (self.API, what, describe(status, body)), status, error.get("code"))
+
+    # -- the request loop -------------------------------------------------------------------------------
 
     def request(self, method, path, params=None, data=None):
+        """The decoded JSON answer to METHOD endpoint+path, after the retries worth making."""
         url = self.endpoint + path + ("?" + urlencode(params, doseq=True) if params else "")
-        payload = None
         headers = self._headers()
+        payload = None
         if data is not None:
             if self.FORM_ENCODED:
                 payload, headers["Content-Type"] = urlencode(data, doseq=True), "application/x-www-form-urlencoded"
             else:
                 payload, headers["Content-Type"] = json.dumps(data), "application/json"
-        attempt = 0
+        what = "%s %s" % (method, path)
+        # A request that may change something is only sent again when the API surely did not act on it.
+        repeatable = method in ("GET", "HEAD", "PUT", "DELETE")
+        waited, retry = 0, 0
         while True:
-            attempt += 1
             self.requests += 1
-            try:
-                resp = open_url(url, method=method, headers=headers, data=payload, timeout=self.timeout,
-                                validate_certs=True, follow_redirects="safe")
-                status, body, resp_headers = resp.getcode(), resp.read(), resp.headers
-            except HTTPError as exc:
-                status, body, resp_headers = exc.code, exc.read() if hasattr(exc, "read") else b"", exc.headers
-            except (URLError, OSError) as exc:
-                # Timeouts and refused connections: worth a bounded retry.
-                if attempt <= self.max_retries:
-                    self.sleep(min(2 ** attempt, self.max_wait))
-                    continue
-                reason = getattr(exc, "reason", exc)
-                raise HetznerError("%s at %s could not be reached after %d attempts: %s (check the endpoint and the network)"
-                                   % (self.NAME, self.endpoint, attempt, reason))
-            if 200 <= status < 300:
-                return self._json(body, path)
-            wait = self._retry_after(status, resp_headers, body)
-            if wait is not None and attempt <= self.max_retries:
-                if wait > self.max_wait:
-                    raise HetznerError("%s rate limit reached for %s; it resets in %d s, longer than this client waits (%d s). "
-                                       "Try again later" % (self.NAME, path, wait, self.max_wait), status)
-                self.sleep(wait)
-                continue
-            self._error(status, body, path)
+            status, resp_headers, body, failure = self._send(method, url, headers, payload)
+            if failure is None and 200 <= status < 300:
+                return self._decode(body, what)
+            rate_limited = False
+            if failure is not None:
+                if failure.transient and not repeatable:
+                    raise HetznerError("%s at %s: %s %s; it may have been carried out, so it is not sent again: check the "
+                                       "server's state" % (self.API, self.endpoint, what, failure.reason))
+                if not failure.transient:
+                    raise HetznerError("%s at %s: %s %s (check %s and the network)"
+                                       % (self.API, self.endpoint, what, failure.reason, self.endpoint_setting))
+                wait, last = backoff(retry + 1), failure.reason
+            else:
+                wait = self._rate_limit_wait(status, resp_headers, body, retry + 1)
+                rate_limited = wait is not None
+                if wait is None and (status in (409, 423) or (status >= 500 and repeatable)):
+                    wait = backoff(retry + 1)  # conflict/locked: refused while an action runs; 5xx: a hiccup
+                if wait is None:
+                    raise self._refusal(status, body, what)
+                last = describe(status, body)
+            retry += 1
+            if retry > self.max_retries:
+                raise HetznerError("%s: %s still failed after %d attempts in %d s (last: %s); try again later%s"
+                                   % (self.API, what, retry, waited, last,
+                                      ", or raise max_retries" if rate_limited else ""), status, error_object(body).get("code"))
+            if waited + wait > self.max_wait:
+                raise HetznerError("%s: %s %s; retrying would wait %d s in all, more than max_wait (%d s) allows; try again later"
+                                   "%s" % (self.API, what, "hit the rate limit" if rate_limited else "failed (%s)" % last,
+                                           waited + wait, self.max_wait, " or raise max_wait" if rate_limited else ""),
+                                   status, error_object(body).get("code"))
+            self.sleep(wait)
+            waited += wait
 
-    def _json(self, body, path):
+    def _send(self, method, url, headers, payload):
+        """(status, headers, body, None) for an HTTP answer of any status; (None, None, b"", _Failure) for none."""
+        if self._opener is None:
+            # One TLS context for all requests: making one per request (what open_url does) costs more than
+            # the request. Certificates are verified; no redirect is followed, so credentials go nowhere else.
+            self._opener = Request(http_agent=USER_AGENT, follow_redirects="none", timeout=self.timeout,
+                                    context=ssl.create_default_context())
+        try:
+            response = self._opener.open(method, url, data=payload, headers=headers)
+            return response.getcode(), response.headers, response.read(), None
+        except HTTPError as exc:
+            try:
+                body = exc.read()
+            except (AttributeError, OSError, http.client.HTTPException):
+                body = b""
+            return exc.code, exc.headers, body, None
+        except URLError as exc:
+            return None, None, b"", self._failure(exc.reason)
+        except (OSError, http.client.HTTPException) as exc:
+            return None, None, b"", self._failure(exc)
+
+    def _failure(self, reason):
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            return _Failure("got no answer within %d s (timeout)" % self.timeout, True)
+        if isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, http.client.HTTPException)):
+            return _Failure("lost the connection (%s)" % (reason.__class__.__name__,), True)
+        # Refused connections, unknown hosts, certificate errors: retrying will not help.
+        return _Failure("could not be reached: %s" % (getattr(reason, "strerror", None) or reason,), False)
+
+    def _decode(self, body, what):
         if not body:
             return {}
         try:
             return json.loads(body)
         except ValueError:
-            raise HetznerError("%s answered %s with something that is not JSON (%r...); is the endpoint %s right?"
-                               % (self.NAME, path, body[:60], self.endpoint))
+            raise HetznerError("%s answered %s with something that is not JSON (%r); is %s (%s) the API's address?"
+                               % (self.API, what, snippet(body), self.endpoint_setting, self.endpoint)) from None
 
-    @staticmethod
-    def _error_message(body):
-        try:
-            err = json.loads(body).get("error") or {}
-            return err.get("message") or err.get("code") or ""
-        except (ValueError, AttributeError):
-            return ""
+    def _malformed(self, what, expected):
+        return HetznerError("%s answered %s without %s; is %s (%s) the API's address?"
+                            % (self.API, what, expected, self.endpoint_setting, self.endpoint))
 
 
 class CloudClient(_Client):
-    NAME = "Hetzner Cloud"
+    """The Hetzner Cloud API (https://docs.hetzner.cloud): servers, networks, rescue and reset actions."""
 
-    def __init__(self, token, endpoint=CLOUD_ENDPOINT, **kwargs):
-        super().__init__(endpoint, **kwargs)
+    API = "Hetzner Cloud"
+    DEFAULT_ENDPOINT = CLOUD_ENDPOINT
+
+    def __init__(self, token, endpoint=None, token_setting="the API token", endpoint_setting="the Cloud endpoint", **kwargs):
+        super().__init__(endpoint, endpoint_setting, **kwargs)
+        token = str(token).strip() if token is not None else ""
         if not token:
-            raise HetznerError("no Hetzner Cloud API token: set cloud.token (a vault variable or lookup is fine) or the "
-                               "HCLOUD_TOKEN environment variable")
+            raise HetznerError("no Hetzner Cloud API token: set %s (a project's token from Security > API tokens)" % token_setting)
+        if any(not char.isprintable() or char.isspace() or ord(char) > 126 for char in token):
+            # The message must not show the token, and the header would break with it.
+            raise HetznerError("%s is not an API token: it contains spaces or characters outside printable ASCII" % token_setting)
         self._token = token
+        self.token_setting = token_setting
 
     def _headers(self):
         return {"Authorization": "Bearer " + self._token, "Accept": "application/json"}
 
-    def _retry_after(self, status, headers, body):
-        if status == 429:
-            for name in ("Retry-After",):
-                if headers and headers.get(name):
-                    return max(1, int(float(headers.get(name))))
-            if headers and headers.get("RateLimit-Reset"):
-                return max(1, int(float(headers.get("RateLimit-Reset"))) - int(time.time()))
-            return 1
-        if status >= 500:
-            return 2
-        return None
+    def _rate_limit_wait(self, status, headers, body, retry):
+        if status != 429:
+            return None
+        headers = headers or {}
+        told = seconds_until(headers.get("Retry-After"), self.clock())
+        if told is not None:
+            return max(1, told)
+        # The bucket refills a request a second: back off, but never past the moment it is full again.
+        wait = backoff(retry)
+        try:
+            reset_in = int(float(headers.get("RateLimit-Reset"))) - int(self.clock())
+        except (TypeError, ValueError):
+            return wait
+        return max(1, min(wait, reset_in))
 
-    def _error(self, status, body, path):
-        detail = self._error_message(body)
+    def _refusal(self, status, body, what):
+        error = error_object(body)
+        code = error.get("code")
         if status == 401:
-            raise HetznerError("Hetzner Cloud rejected the API token (401 %s): check cloud.token or HCLOUD_TOKEN" % detail, status)
+            return HetznerError("Hetzner Cloud rejected the API token (%s): check %s" % (describe(status, body), self.token_setting), status, code)
+        if status == 403 and code == "token_readonly":
+            return HetznerError("Hetzner Cloud refused %s: the API token is read-only, and this needs a Read & Write token (check %s)"
+                                % (what, self.token_setting), status, code)
         if status == 403:
-            raise HetznerError("Hetzner Cloud refused %s with this API token (403 %s): the token needs read access to the project"
-                               % (path, detail), status)
-        raise HetznerError("Hetzner Cloud answered %s with %d %s" % (path, status, detail), status)
+            return HetznerError("Hetzner Cloud refused %s (%s): the API token may not do this (check %s)"
+                                % (what, describe(status, body), self.token_setting), status, code)
+        return super()._refusal(status, body, what)
 
     def paginated(self, path, key, params=None):
         """Every item of a list endpoint, following meta.pagination to the last page."""
         items, page = [], 1
-        while page:
+        while True:
+            what = "GET %s (page %d)" % (path, page)
             answer = self.request("GET", path, dict(params or {}, page=page, per_page=CLOUD_PAGE_SIZE))
-            if not isinstance(answer, dict) or key not in answer:
-                raise HetznerError("Hetzner Cloud answered %s without %r; is the endpoint %s right?" % (path, key, self.endpoint))
-            items.extend(answer[key])
-            page = ((answer.get("meta") or {}).get("pagination") or {}).get("next_page")
-        return items
+            chunk = answer.get(key) if isinstance(answer, dict) else None
+            if not isinstance(chunk, list):
+                raise self._malformed(what, "a %r list" % key)
+            items.extend(chunk)
+            next_page = ((answer.get("meta") or {}).get("pagination") or {}).get("next_page")
+            if not next_page:
+                return items
+            if not isinstance(next_page, int) or next_page <= page:
+                raise self._malformed(what, "a next page after %d (it named %r)" % (page, next_page))
+            page = next_page
 
     def servers(self, label_selector=None, status=None):
+        """All servers, narrowed by the API to a label selector and statuses when given."""
         params = {}
         if label_selector:
             params["label_selector"] = label_selector
@@ -164,58 +329,114 @@ class CloudClient(_Client):
             params["status"] = list(status)
         return self.paginated("/servers", "servers", params)
 
+    def server(self, server_id):
+        return self.request("GET", "/servers/%d" % int(server_id)).get("server") or {}
+
     def networks(self):
         return self.paginated("/networks", "networks")
 
+    def enable_rescue(self, server_id, ssh_keys=(), rescue_type="linux64"):
+        """Boots into rescue at the next reboot. Returns {root_password, action}; never log the password."""
+        data = {"type": rescue_type}
+        if ssh_keys:
+            data["ssh_keys"] = list(ssh_keys)
+        return self.request("POST", "/servers/%d/actions/enable_rescue" % int(server_id), data=data)
+
+    def disable_rescue(self, server_id):
+        return self.request("POST", "/servers/%d/actions/disable_rescue" % int(server_id)).get("action") or {}
+
+    def reset(self, server_id):
+        return self.request("POST", "/servers/%d/actions/reset" % int(server_id)).get("action") or {}
+
+    def action(self, action_id):
+        return self.request("GET", "/actions/%d" % int(action_id)).get("action") or {}
+
 
 class RobotClient(_Client):
-    NAME = "Hetzner Robot"
+    """The Hetzner Robot webservice (https://robot.hetzner.com/doc/webservice/en.html): dedicated servers."""
+
+    API = "Hetzner Robot"
+    DEFAULT_ENDPOINT = ROBOT_ENDPOINT
     FORM_ENCODED = True
 
-    def __init__(self, user, password, endpoint=ROBOT_ENDPOINT, **kwargs):
-        super().__init__(endpoint, **kwargs)
+    def __init__(self, user, password, endpoint=None, credentials_setting="the webservice user and password",
+                 endpoint_setting="the Robot endpoint", **kwargs):
+        super().__init__(endpoint, endpoint_setting, **kwargs)
         if not user or not password:
-            raise HetznerError("no Hetzner Robot webservice credentials: set robot.user and robot.password (or ROBOT_USER "
-                               "and ROBOT_PASSWORD); they are the webservice user of the Robot, not your login")
-        self._auth = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+            raise HetznerError("no Hetzner Robot webservice credentials: set %s (the webservice user from Robot > Settings > "
+                               "Webservice and app settings, not the Robot login)" % credentials_setting)
+        self._auth = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+        self.credentials_setting = credentials_setting
 
     def _headers(self):
         return {"Authorization": "Basic " + self._auth, "Accept": "application/json"}
 
-    def _retry_after(self, status, headers, body):
-        if status == 403:
-            try:
-                err = json.loads(body).get("error") or {}
-            except (ValueError, AttributeError):
-                return None
-            if err.get("code") == "RATE_LIMIT_EXCEEDED":
-                return max(1, int(err.get("interval") or 1))
+    def _rate_limit_wait(self, status, headers, body, retry):
+        error = error_object(body)
+        if status != 403 or error.get("code") != "RATE_LIMIT_EXCEEDED":
             return None
-        if status >= 500:
-            return 2
-        return None
+        # `interval` is the window the limit counts over; a request is allowed again within it.
+        try:
+            interval = int(error.get("interval") or 0)
+        except (TypeError, ValueError):
+            interval = 0
+        wait = backoff(retry, base=5)
+        return max(1, min(wait, interval)) if interval > 0 else wait
 
-    def _error(self, status, body, path):
-        detail = self._error_message(body)
+    def _refusal(self, status, body, what):
+        error = error_object(body)
         if status == 401:
-            raise HetznerError("Hetzner Robot rejected the webservice user and password (401): check robot.user and "
-                               "robot.password (or ROBOT_USER and ROBOT_PASSWORD)", status)
-        raise HetznerError("Hetzner Robot answered %s with %d %s" % (path, status, detail), status)
+            return HetznerError("Hetzner Robot rejected the webservice user and password (%s): check %s"
+                                % (describe(status, body), self.credentials_setting), status, error.get("code"))
+        return super()._refusal(status, body, what)
 
     def servers(self):
+        """Every dedicated server of the account ([] for an account without any)."""
         try:
             answer = self.request("GET", "/server")
         except HetznerError as exc:
-            if exc.status == 404:  # the webservice's answer for an account without servers
+            if exc.code == "SERVER_NOT_FOUND":  # the webservice's answer for an account without servers
                 return []
             raise
-        if not isinstance(answer, list):
-            raise HetznerError("Hetzner Robot answered /server with something that is not a server list; is the endpoint %s right?"
-                               % self.endpoint)
+        if not isinstance(answer, list) or not all(isinstance(entry, dict) for entry in answer):
+            raise self._malformed("GET /server", "a list of servers")
         return [entry.get("server", entry) for entry in answer]
 
     def server(self, number):
-        return self.request("GET", "/server/%d" % int(number)).get("server", {})
+        return self.request("GET", "/server/%d" % int(number)).get("server") or {}
 
     def rescue(self, number):
-        return self.request("GET", "/boot/%d/rescue" % int(number)).get("rescue", {})
+        """The rescue state: `active`, `os` ... and, while active, a `password`: never log it."""
+        return self.request("GET", "/boot/%d/rescue" % int(number)).get("rescue") or {}
+
+    def enable_rescue(self, number, os_name="linux", authorized_keys=()):
+        """Boots the rescue system at the next reset; authorized_keys are key fingerprints known to Robot."""
+        data = {"os": os_name}
+        if authorized_keys:
+            data["authorized_key[]"] = list(authorized_keys)
+        return self.request("POST", "/boot/%d/rescue" % int(number), data=data).get("rescue") or {}
+
+    def disable_rescue(self, number):
+        return self.request("DELETE", "/boot/%d/rescue" % int(number)).get("rescue") or {}
+
+    def reset(self, number, reset_type="hw"):
+        if reset_type not in ROBOT_RESET_TYPES:
+            raise HetznerError("reset type %r is not one of %s" % (reset_type, ", ".join(ROBOT_RESET_TYPES)))
+        return self.request("POST", "/reset/%d" % int(number), data={"type": reset_type}).get("reset") or {}
+
+
+def cloud_client(params, **kwargs):
+    """A CloudClient from a module's parameters (CLOUD_ARGUMENT_SPEC and CLIENT_ARGUMENT_SPEC)."""
+    cloud = params.get("cloud") or {}
+    return CloudClient(cloud.get("token"), cloud.get("endpoint"), token_setting="cloud.token (or HCLOUD_TOKEN)",
+                       endpoint_setting="cloud.endpoint", timeout=params["timeout"], max_retries=params["max_retries"],
+                       max_wait=params["max_wait"], **kwargs)
+
+
+def robot_client(params, **kwargs):
+    """A RobotClient from a module's parameters (ROBOT_ARGUMENT_SPEC and CLIENT_ARGUMENT_SPEC)."""
+    robot = params.get("robot") or {}
+    return RobotClient(robot.get("user"), robot.get("password"), robot.get("endpoint"),
+                       credentials_setting="robot.user and robot.password (or HROBOT_API_USER and HROBOT_API_PASSWORD)",
+                       endpoint_setting="robot.endpoint", timeout=params["timeout"], max_retries=params["max_retries"],
+                       max_wait=params["max_wait"], **kwargs)

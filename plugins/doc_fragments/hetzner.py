@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: ansinix.nixos contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # How the shared client (module_utils/hetzner.py, CLIENT_ARGUMENT_SPEC) talks to the Hetzner APIs.
+    DOCUMENTATION = r"""
+options:
+  timeout:
+    description:
+      - Seconds to wait for one answer of a Hetzner API.
+    type: int
+    default: 30
+  max_retries:
+    description:
+      - How often one request is sent again after a rate limit (Cloud C(429), Robot C(403 RATE_LIMIT_EXCEEDED)),
+        a server error (C(5xx)), a timeout or a broken connection.
+      - The waits double from 1 s (from 5 s for a Robot rate limit). A Cloud C(Retry-After) is waited as told; no
+        wait goes past the moment the Cloud rate limit resets (C(RateLimit-Reset)) or past the C(interval) a Robot
+        rate limit counts over.
+      - A request that may change something (a reset, enabling a rescue system) is only sent again when the API
+        refused it, never after a timeout.
+    type: int
+    default: 5
+  max_wait:
+    description:
+      - The most seconds one request may spend waiting between its retries. When the next wait would go past it,
+        the request fails at once with a message that says so, instead of sleeping in vain.
+    type: int
+    default: 120
+"""
+
+    # The Hetzner Cloud credentials of a module (module_utils/hetzner.py, CLOUD_ARGUMENT_SPEC).
+    CLOUD = r"""
+options:
+  cloud:
+    description:
+      - How to reach the Hetzner Cloud API.
+    type: dict
+    suboptions:
+      token:
+        description:
+          - An API token of the project, from the Hetzner Cloud Console under Security > API tokens.
+          - Defaults to the environment variable C(HCLOUD_TOKEN).
+        type: str
+      endpoint:
+        description:
+          - The address of the API. Defaults to the environment variable C(HCLOUD_ENDPOINT), else
+            V(https://api.hetzner.cloud/v1).
+        type: str
+"""
+
+    # The Hetzner Robot credentials of a module (module_utils/hetzner.py, ROBOT_ARGUMENT_SPEC).
+    ROBOT = r"""
+options:
+  robot:
+    description:
+      - How to reach the Hetzner Robot webservice.
+    type: dict
+    suboptions:
+      user:
+        description:
+          - The webservice user, from Robot under Settings > Webservice and app settings (not the Robot login).
+          - Defaults to the environment variable C(HROBOT_API_USER).
+        type: str
+      password:
+        description:
+          - The password of the webservice user.
+          - Defaults to the environment variable C(HROBOT_API_PASSWORD).
+        type: str
+      endpoint:
+        description:
+          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
+        type: str
+"""
