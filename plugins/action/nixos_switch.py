@@ -53,7 +53,8 @@ echo status; cat "$dir/status.json"
 def parse_confirm_output(stdout):
     """(connection id of the confirming command, the runner's status or None) from CONFIRM_SCRIPT's output."""
     connection, status = None, None
-    lines = (stdout or "").splitlines()
+    # With a terminal (ssh -tt) lines end in \r\n.
+    lines = [line.rstrip("\r") for line in (stdout or "").splitlines()]
     for i, line in enumerate(lines):
         if line.startswith("connection "):
             connection = line.split(None, 1)[1].strip()
@@ -87,7 +88,8 @@ class ActionModule(ActionBase):
         return self._low_level_execute_command(cmd, sudoable=True)
 
     def _confirm(self, request, result):
-        script = CONFIRM_SCRIPT % {
+        # Stripped: Ansible appends " && sleep 0" to the last line.
+        script = CONFIRM_SCRIPT.strip() % {
             "dir": shlex.quote(request["status_dir"]), "original": shlex.quote(request.get("connection_id") or "none"),
             "token": shlex.quote(request["token"]), "same_rc": SAME_CONNECTION_RC, "polls": FINISH_WAIT * 10,
         }

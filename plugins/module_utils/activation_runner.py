@@ -393,7 +393,7 @@ class Runner:
         log_dir = os.path.dirname(self.params["log"])
         if not os.path.isdir(log_dir):
             os.makedirs(log_dir, mode=0o750)
-        self.log_file = open(self.params["log"], "ab")
+        self.log_file = os.fdopen(os.open(self.params["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640), "ab")
         try:
             self.run()
         except Exception as exc:  # pylint: disable=broad-except

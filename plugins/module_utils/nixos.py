@@ -75,7 +75,8 @@ def check_system(path, specialisation=None):
         if not os.path.exists(os.path.join(spec, "bin", "switch-to-configuration")):
             have = sorted(os.listdir(os.path.join(path, "specialisation"))) if os.path.isdir(os.path.join(path, "specialisation")) else []
             raise NixError("system %s has no specialisation %r (it has: %s)" % (path, specialisation, ", ".join(have) or "none"))
-        return spec
+        # What /run/current-system will point at: the specialisation's own store path.
+        return os.path.realpath(spec)
     return path
 
 

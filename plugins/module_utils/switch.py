@@ -158,9 +158,9 @@ class Switch:
         try:
             # Read the host again under the lock: a deploy that held it may have changed it.
             previous = realpath_or_none(CURRENT_SYSTEM)
-            result.update(previous=previous, current=previous, generation=self.profile.current_generation())
+            result.update(previous=previous, current=previous, generation=self.profile.current_generation(),
+                          last_activation=last_run())
             if up_to_date(self.action, self.profile.current_path(), previous, path, activate_path):
-                result["last_activation"] = last_run()
                 return result
             activation = Activation.start(lock, {
                 "action": self.action,

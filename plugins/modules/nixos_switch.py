@@ -210,9 +210,9 @@ confirm_connection:
   returned: when a confirmation was sent over SSH
   type: str
 last_activation:
-  description: What the most recent switch on this host did, when this run found nothing to do (for example after a
-    run whose connection dropped).
-  returned: when nothing was done
+  description: What the switch before this one on this host did, as its runner recorded it (since the last reboot).
+    After a run whose connection dropped, this says how that switch ended; V(null) when there was none.
+  returned: unless in check mode
   type: dict
   sample: {"outcome": "done", "rc": 0, "system": "/nix/store/...-nixos-system-web1-2", "log": "/var/log/ansinix/switch-...log"}
 deleted_generations:

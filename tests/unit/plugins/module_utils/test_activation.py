@@ -479,3 +479,38 @@ def test_start_refuses_unknown_parameters(tmp_path):
     with pytest.raises(NixError, match="unknown runner parameters colour"):
         activation.Activation.start(lock, {"system": "/x", "colour": "blue"}, state_dir=str(tmp_path), log_dir=str(tmp_path))
     lock.release()
+
+
+def test_start_through_systemd_run_hands_the_lock_to_the_unit(host, tmp_path, monkeypatch):
+    """Where systemd is PID 1 the runner is a transient unit; it cannot inherit the lock, so it is handed over.
+
+    systemd cannot run here: a stand-in systemd-run records its arguments and starts the command detached.
+    """
+    old, new = host.system("old"), host.system("new", seconds=1)
+    host.install(old)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemd-run"
+    fake.write_text("#!/bin/sh\nprintf '%%s\\n' \"$@\" > %s/systemd-run.args\n"
+                    "while [ \"${1#-}\" != \"$1\" ]; do shift; done\nsetsid -f \"$@\" </dev/null >/dev/null 2>&1\n" % tmp_path)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (bin_dir, os.environ["PATH"]))
+    source = activation.runner_source().replace('"/run/current-system"', repr(str(host.current))).replace(
+        '"/run/booted-system"', repr(str(host.booted)))
+    monkeypatch.setattr(activation, "runner_source", lambda: source)
+    lock = activation.DeployLock(1, str(host.state / "deploy.lock")).acquire()
+    run = activation.Activation.start(lock, {
+        "action": "switch", "system": new, "activate": new, "profile": str(host.profile), "generation": None,
+        "nix_env": str(host.nix_env), "install_bootloader": False, "rollback_on_failure": True, "confirm_timeout": 0,
+        "keep_generations": None, "connection_id": None,
+    }, state_dir=str(host.state), log_dir=str(tmp_path / "log"), use_systemd=True)
+    args = (tmp_path / "systemd-run.args").read_text().splitlines()
+    assert args[0] == "--unit=" + "ansinix-switch-" + os.path.basename(run.status_dir)[len("switch-"):]
+    assert {"--collect", "--no-ask-password", "--quiet", "--service-type=exec"} <= set(args)
+    assert args[-2:] == [os.path.join(run.status_dir, "runner.py"), run.status_dir] and "--detach" not in args
+    # The module let go; a second deploy waits for the unit's runner, then gets the lock.
+    started = time.monotonic()
+    activation.DeployLock(20, str(host.state / "deploy.lock")).acquire(poll=0.05).release()
+    assert time.monotonic() - started > 0.5
+    status = run.wait(20, states=("finished",))
+    assert status["outcome"] == "done" and os.readlink(str(host.current)) == new
