@@ -3,12 +3,14 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Writing secrets (keys) on a host: validation, atomic writes that never widen access, pruning.
 
-Nothing here returns, logs or stores a key's content: results carry names, paths, owners and modes.
+Nothing here returns, logs or stores a key's content, nor a hash of it (a hash of a short password is
+as good as the password): results carry names, paths, owners and modes.
 """
 
 from __future__ import annotations
 
 import grp
+import hmac
 import json
 import os
 import pwd
@@ -17,11 +19,14 @@ import stat
 import tempfile
 
 DEFAULT_DEST_DIR = "/run/keys"
+NIX_STORE = "/nix/store"
+# Lists, per directory, the keys this module wrote there: prune removes only those.
 MANIFEST = ".ansinix-keys.json"
 TEMP_PREFIX = ".ansinix-key-"
 NAME_RE = re.compile(r"^[A-Za-z0-9_@+=-][A-Za-z0-9_.@+=-]*$")
 MODE_RE = re.compile(r"^0?[0-7]{3}$")
 KEY_OPTIONS = ("content", "src", "command")
+SETTINGS = ("user", "group", "permissions", "dest_dir", "defer_owner")
 
 
 class KeysError(Exception):
@@ -34,72 +39,141 @@ class KeysError(Exception):
 
 def parse_mode(name, value):
     """'0640' or 0o640 -> 0o640; anything else is an error naming the key."""
+    if isinstance(value, bool):
+        value = str(value)
     text = ("%o" % value) if isinstance(value, int) else str(value).strip()
     if not MODE_RE.match(text):
-        raise KeysError("key %r: permissions %r is not an octal mode like '0600' or '0440'" % (name, value))
+        raise KeysError("key %r: permissions %r is not an octal mode like '0600' or '0440' (quote it in YAML)"
+                        % (name, value))
     return int(text, 8)
 
 
 def check_name(name):
-    if not NAME_RE.match(name or "") or name in (".", ".."):
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
         raise KeysError("key name %r: use letters, digits and . _ - @ + = (no '/'; not starting with '.'), "
-                        "it becomes a file name" % name)
+                        "it becomes a file name" % (name,))
 
 
-def resolve_owner(name, user, group):
-    """(uid, gid), or None where the user or group does not exist (yet)."""
+def _account_name(name, field, value):
+    if not isinstance(value, str) or not value or ":" in value or "/" in value:
+        raise KeysError("key %r: %s must be a user or group name, got %r" % (name, field, value))
+    return value
+
+
+def check_dest_dir(name, dest_dir):
+    """An absolute directory outside the Nix store (which every user can read); returns it normalised."""
+    if not isinstance(dest_dir, str) or not os.path.isabs(dest_dir):
+        raise KeysError("key %r: dest_dir %r must be an absolute path" % (name, dest_dir))
+    dest_dir = os.path.normpath(dest_dir)
+    real = os.path.realpath(dest_dir)
+    for path in (dest_dir, real):
+        if path == NIX_STORE or path.startswith(NIX_STORE + "/"):
+            raise KeysError("key %r: dest_dir %s is in the Nix store, which every user can read; use a directory "
+                            "such as /run/keys" % (name, dest_dir))
+    return dest_dir
+
+
+def resolve_owner(user, group):
+    """(uid, gid, group name); uid or gid is None where the user or group does not exist (yet).
+
+    Without a group the key gets the user's primary group, whatever its name.
+    """
     try:
-        uid = pwd.getpwnam(user).pw_uid
+        entry = pwd.getpwnam(user)
     except KeyError:
-        uid = None
+        entry = None
+    uid = entry.pw_uid if entry else None
     if group is None:
-        gid = pwd.getpwnam(user).pw_gid if uid is not None else None
-    else:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            gid = None
-    return uid, gid
+        if entry is None:
+            return None, None, None
+        return uid, entry.pw_gid, _name(grp.getgrgid, entry.pw_gid)
+    try:
+        return uid, grp.getgrnam(group).gr_gid, group
+    except KeyError:
+        return uid, None, group
+
+
+def _missing_owner_message(name, user, group, uid, gid):
+    missing = []
+    if uid is None:
+        missing.append("user %r" % user)
+    if gid is None and group is not None:
+        missing.append("group %r" % group)
+    return ("key %r: %s not exist on this host. Create %s first, or set defer_owner: true to write the key root-owned "
+            "now and hand it to its owner on a run after the new system has created it (the deploy role runs "
+            "nixos_keys again after the switch)"
+            % (name, " and ".join(missing) + (" do" if len(missing) > 1 else " does"), "them" if len(missing) > 1 else "it"))
 
 
 def plan(keys, default_dest_dir=DEFAULT_DEST_DIR):
-    """Validate every key before anything is written; returns a list of dicts, one per key."""
+    """Validate every key before anything is written; returns a list of dicts, one per key (sorted by name)."""
     planned = []
     for name in sorted(keys):
         spec = keys[name]
         check_name(name)
-        user = spec.get("user") or "root"
+        user = _account_name(name, "user", spec.get("user") or "root")
         group = spec.get("group")
+        if group is not None:
+            group = _account_name(name, "group", group)
         mode = parse_mode(name, spec.get("permissions") if spec.get("permissions") is not None else "0600")
-        dest_dir = spec.get("dest_dir") or default_dest_dir
-        if not os.path.isabs(dest_dir):
-            raise KeysError("key %r: dest_dir %r must be an absolute path" % (name, dest_dir))
-        uid, gid = resolve_owner(name, user, group)
+        dest_dir = check_dest_dir(name, spec.get("dest_dir") or default_dest_dir)
+        defer = spec.get("defer_owner", False)
+        if not isinstance(defer, bool):
+            raise KeysError("key %r: defer_owner must be true or false, got %r" % (name, defer))
+        content = spec.get("content")
+        if not isinstance(content, str):
+            raise KeysError("key %r: its content is missing or not text" % name)
+        uid, gid, group_name = resolve_owner(user, group)
         deferred = uid is None or gid is None
-        if deferred and not spec.get("defer_owner"):
-            missing = ("user %r" % user) if uid is None else ("group %r" % group)
-            raise KeysError("key %r: %s does not exist on this host. Create it first, or set defer_owner: true to "
-                            "write the key root-owned now and give it to its owner once the new system has made it "
-                            "(the deploy role does that after activation)" % (name, missing))
+        if deferred and not defer:
+            raise KeysError(_missing_owner_message(name, user, group, uid, gid))
         planned.append({
-            "name": name, "dest_dir": os.path.normpath(dest_dir), "path": os.path.join(os.path.normpath(dest_dir), name),
-            "user": user if not deferred else "root", "group": (group or user) if not deferred else "root",
-            "uid": uid if not deferred else 0, "gid": gid if not deferred else 0, "mode": mode,
-            "deferred": deferred, "wanted_owner": "%s:%s" % (user, group or user),
-            "content": spec["content"].encode("utf-8"),
+            "name": name, "dest_dir": dest_dir, "path": os.path.join(dest_dir, name),
+            "user": "root" if deferred else user, "group": "root" if deferred else group_name,
+            "uid": 0 if deferred else uid, "gid": 0 if deferred else gid, "mode": mode, "deferred": deferred,
+            "wanted_owner": user + (":" + group_name if group_name else ""),
+            "content": content.encode("utf-8"),
         })
+    check_privileges(planned)
     return planned
 
 
+def check_privileges(planned):
+    """Giving files to other users needs root: say so before anything is written, not with EPERM half-way."""
+    euid, egid = os.geteuid(), os.getegid()
+    if euid == 0:
+        return
+    for key in planned:
+        if key["uid"] != euid or key["gid"] not in (egid,) + tuple(os.getgroups()):
+            raise KeysError("key %r: giving it to %s:%s needs root; run the task with become: true"
+                            % (key["name"], key["user"], key["group"]))
+
+
+def check_dest_dir_safe(path):
+    """Anyone who may write in the key directory could replace keys: only its owner (us, or root) may."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise KeysError("dest_dir %s exists but is not a directory" % path)
+    if st.st_uid not in (0, os.geteuid()) or stat.S_IMODE(st.st_mode) & 0o022:
+        raise KeysError("dest_dir %s is writable by others (owner uid %d, mode %04o), who could replace keys; "
+                        "use a directory only root can write to" % (path, st.st_uid, stat.S_IMODE(st.st_mode)))
+
+
 def is_up_to_date(key):
+    """True when the key file is a regular file with the wanted content, owner and mode."""
     try:
-        st = os.lstat(key["path"])
-    except FileNotFoundError:
+        fd = os.open(key["path"], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, OSError):
         return False
-    if not stat.S_ISREG(st.st_mode) or (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (key["uid"], key["gid"], key["mode"]):
-        return False
-    with open(key["path"], "rb") as f:
-        return f.read() == key["content"]
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (key["uid"], key["gid"], key["mode"]):
+            return False
+        if st.st_size != len(key["content"]):
+            return False
+        return hmac.compare_digest(f.read(), key["content"])
 
 
 def current_metadata(path):
@@ -120,15 +194,16 @@ def _name(lookup, ident):
 
 def ensure_dest_dir(path):
     """Create the key directory as NixOps does for /run/keys: root:keys (when that group exists), 0750."""
-    if os.path.isdir(path):
+    if os.path.lexists(path):
+        check_dest_dir_safe(path)
         return False
     os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
     os.mkdir(path, 0o700)
     try:
         gid = grp.getgrnam("keys").gr_gid
     except KeyError:
-        gid = 0
-    os.chown(path, 0, gid)
+        gid = os.getegid()
+    os.chown(path, os.geteuid(), gid)
     os.chmod(path, 0o750)
     return True
 
@@ -136,7 +211,7 @@ def ensure_dest_dir(path):
 def write_atomically(key):
     """Temporary file readable by root alone, filled, given owner and mode, then renamed over the key.
 
-    The mode only ever narrows until the final chmod: 0600 root (mkstemp), 0000, then the owner and the
+    The mode only narrows until the final chmod: 0600 root (mkstemp), 0000, then the owner and then the
     final mode. Nobody the final file would not admit can open it at any moment.
     """
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=key["dest_dir"])
@@ -150,70 +225,126 @@ def write_atomically(key):
             os.fsync(f.fileno())
         os.rename(tmp, key["path"])
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
 
 
-def read_manifest(dest_dir):
+def _sync_dir(path):
+    """Make renames and removals durable where dest_dir is on a disk (a no-op cost on tmpfs)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with open(os.path.join(dest_dir, MANIFEST)) as f:
-            return set(json.load(f).get("keys", []))
-    except (OSError, ValueError):
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(dest_dir):
+    """Names this module wrote into dest_dir. A manifest that is not ours (owner, link) counts as empty."""
+    try:
+        fd = os.open(os.path.join(dest_dir, MANIFEST), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return set()
+    with os.fdopen(fd) as f:
+        if os.fstat(f.fileno()).st_uid not in (0, os.geteuid()):
+            return set()
+        try:
+            names = json.load(f).get("keys", [])
+        except (ValueError, AttributeError):
+            return set()
+    # Only plain names: a manifest must never lead prune out of its directory.
+    return set(n for n in names if isinstance(n, str) and NAME_RE.match(n))
 
 
 def write_manifest(dest_dir, names):
+    path = os.path.join(dest_dir, MANIFEST)
+    if not names:
+        if os.path.lexists(path):
+            os.unlink(path)
+        return
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=dest_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"written_by": "ansinix.nixos.nixos_keys", "keys": sorted(names)}, f)
-    os.rename(tmp, os.path.join(dest_dir, MANIFEST))
-
-
-def apply(planned, prune, check_mode):
-    """Write what differs, prune what this module wrote earlier and no longer declares. Returns the result."""
-    results, removed, diff_before, diff_after = [], [], [], []
-    by_dir = {}
-    for key in planned:
-        by_dir.setdefault(key["dest_dir"], []).append(key)
-    changed = False
-    for dest_dir, keys in sorted(by_dir.items()):
-        if not check_mode:
-            changed |= ensure_dest_dir(dest_dir)
-        elif not os.path.isdir(dest_dir):
-            changed = True
-        for key in keys:
-            up_to_date = is_up_to_date(key)
-            before = current_metadata(key["path"])
-            if not up_to_date and not check_mode:
-                write_atomically(key)
-            changed |= not up_to_date
-            after = {"owner": key["user"], "group": key["group"], "mode": "%04o" % key["mode"]}
-            diff_before.append("%s: %s" % (key["path"], _describe(before)))
-            diff_after.append("%s: %s%s" % (key["path"], _describe(after), "" if up_to_date else " (new content or metadata)"))
-            results.append(dict(name=key["name"], path=key["path"], changed=not up_to_date, deferred=key["deferred"],
-                                wanted_owner=key["wanted_owner"], **after))
-        declared = set(k["name"] for k in keys)
-        if prune:
-            for name in sorted(read_manifest(dest_dir) - declared):
-                path = os.path.join(dest_dir, name)
-                if os.path.isfile(path) and not os.path.islink(path):
-                    diff_before.append("%s: %s" % (path, _describe(current_metadata(path))))
-                    if not check_mode:
-                        os.unlink(path)
-                    removed.append(path)
-                    changed = True
-        if not check_mode and os.path.isdir(dest_dir):
-            kept = declared if prune else declared | read_manifest(dest_dir)
-            if kept != read_manifest(dest_dir):
-                write_manifest(dest_dir, kept)
-    return {
-        "changed": changed, "keys": results, "removed": removed,
-        "diff": {"before": "\n".join(diff_before) + "\n", "after": "\n".join(diff_after) + "\n"},
-    }
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"written_by": "ansinix.nixos.nixos_keys", "keys": sorted(names)}, f)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _describe(meta):
     if not meta:
         return "absent"
     return "%s:%s %s" % (meta["owner"], meta["group"], meta["mode"])
+
+
+def apply(planned, prune, check_mode, prune_dirs=()):
+    """Write what differs, prune what this module wrote earlier and no longer declares. Returns the result.
+
+    prune looks at the directories of the declared keys and at prune_dirs (the task's dest_dir when it
+    declares no key at all, to remove every key written there).
+    """
+    by_dir = {}
+    for key in planned:
+        by_dir.setdefault(key["dest_dir"], []).append(key)
+    dirs = set(by_dir) | (set(os.path.normpath(d) for d in prune_dirs) if prune else set())
+    for dest_dir in dirs:
+        if os.path.lexists(dest_dir):
+            check_dest_dir_safe(dest_dir)
+    state = {"changed": False, "keys": [], "removed": [], "before": [], "after": []}
+    for dest_dir in sorted(dirs):
+        _apply_dir(dest_dir, by_dir.get(dest_dir, []), prune, check_mode, state)
+    return {
+        "changed": state["changed"], "keys": state["keys"], "removed": state["removed"],
+        "diff": {"before": "".join(line + "\n" for line in state["before"]),
+                 "after": "".join(line + "\n" for line in state["after"])},
+    }
+
+
+def _apply_dir(dest_dir, keys, prune, check_mode, state):
+    exists = os.path.isdir(dest_dir)
+    if keys and not exists:
+        state["changed"] = True
+        state["before"].append("%s/: absent" % dest_dir)
+        state["after"].append("%s/: directory" % dest_dir)
+        if not check_mode:
+            ensure_dest_dir(dest_dir)
+    old = read_manifest(dest_dir) if os.path.isdir(dest_dir) else set()
+    declared = set(k["name"] for k in keys)
+    if not check_mode and not declared <= old:
+        # Recorded before writing: a failure half-way must not leave keys that a later prune forgets.
+        write_manifest(dest_dir, old | declared)
+    for key in keys:
+        up_to_date = is_up_to_date(key)
+        before = current_metadata(key["path"])
+        if not up_to_date and not check_mode:
+            write_atomically(key)
+        state["changed"] |= not up_to_date
+        after = {"owner": key["user"], "group": key["group"], "mode": "%04o" % key["mode"]}
+        state["before"].append("%s: %s" % (key["path"], _describe(before)))
+        state["after"].append("%s: %s%s" % (key["path"], _describe(after),
+                                            "" if up_to_date else " (written)" if before is None else " (rewritten)"))
+        state["keys"].append(dict(name=key["name"], path=key["path"], changed=not up_to_date,
+                                  deferred=key["deferred"], wanted_owner=key["wanted_owner"], **after))
+    kept = old | declared
+    if prune:
+        for name in sorted(old - declared):
+            path = os.path.join(dest_dir, name)
+            kept.discard(name)
+            try:
+                is_file = stat.S_ISREG(os.lstat(path).st_mode)
+            except FileNotFoundError:
+                is_file = False
+            if not is_file:
+                continue  # gone already, or no longer a file of ours: forget it, touch nothing
+            state["before"].append("%s: %s" % (path, _describe(current_metadata(path))))
+            state["after"].append("%s: absent (pruned)" % path)
+            if not check_mode:
+                os.unlink(path)
+            state["removed"].append(path)
+            state["changed"] = True
+    if not check_mode and os.path.isdir(dest_dir):
+        if kept != read_manifest(dest_dir):
+            write_manifest(dest_dir, kept)
+        _sync_dir(dest_dir)

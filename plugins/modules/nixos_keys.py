@@ -20,7 +20,10 @@ description:
   - A key whose content, owner and mode are unchanged is not touched (same inode and mtime), so units that watch
     it are not restarted on every deploy.
   - Keys this module wrote earlier into a directory and that are no longer declared are removed (O(prune)).
-    Files it did not write are never touched.
+    Files it did not write are never touched. It lists the keys it wrote in C(.ansinix-keys.json) in that directory.
+  - The secrets travel to the host only as module arguments, over the connection's standard input
+    (pipelining, used for this module whenever the connection and become method allow it, even where
+    pipelining is off). So they are never in a file on the host other than the key itself.
   - Ships a NixOS module, C(nix/keys.nix) in the collection, that gives every key a C(<name>-key.service),
     which is active while the key file exists. NixOps and colmena users write C(after = [ "foo-key.service" ])
     as before.
@@ -41,10 +44,10 @@ attributes:
 options:
   keys:
     description:
-      - A dictionary from each key's name (its file name) to its settings, a dictionary of
+      - A dictionary from each key's name (its file name) to its settings, a dictionary with the following.
       - C(content), the secret itself, for example from a vault variable; or C(src), a file on the controller
         holding it (a vault-encrypted file is decrypted); or C(command), a command run on the controller by
-        C(/bin/sh) whose standard output is the secret. Exactly one of the three. Keys are text (UTF-8);
+        C(/bin/sh) whose standard output, as printed (a final newline included), is the secret. Exactly one of the three. Keys are text (UTF-8);
         base64-encode binary secrets.
       - C(user), the owner of the key file (default V(root)); C(group), its group (default the owner's primary
         group); C(permissions), its mode as an octal string (default V('0600')); C(dest_dir), its directory
@@ -52,6 +55,7 @@ options:
       - C(defer_owner) (default V(false)). When the user or group does not exist yet because the new system
         creates it, write the key as C(root:root) with its mode now instead of failing. Running the task again
         after the switch hands it to its owner. The deploy role runs it before and after M(ansinix.nixos.nixos_switch).
+      - An empty dictionary declares no key. With O(prune) it removes every key written earlier to O(dest_dir).
     type: dict
     required: true
   contents:
@@ -60,17 +64,26 @@ options:
         Not to be set in tasks. It is C(no_log), so Ansible masks the secrets wherever it shows arguments.
     type: dict
   dest_dir:
-    description: Default directory of the keys.
+    description:
+      - Default directory of the keys. Created as C(root:keys) C(0750) when missing (C(root:root) without a
+        C(keys) group).
+      - It must not be in the Nix store, and if it exists, only its owner (root) may write to it. Anyone else
+        who could write there could replace keys.
     type: path
     default: /run/keys
   prune:
     description:
       - Remove keys that this module wrote earlier into the same directories and that are no longer declared.
-        Declare all keys of a directory in one task.
+        Declare all keys of a directory in one task; another task writing to the same directory would remove them.
     type: bool
     default: true
 notes:
   - Run with C(become) when the SSH user is not root.
+  - Sources are read on the controller, also in check mode (comparing needs the content), so C(command) runs then too.
+  - Ansible masks the contents in results and logs (C(no_log)). The task banner shows task arguments only with
+    C(display_args_to_stdout), so leave that off, or set C(no_log) on the task.
+  - Every key file is compared with its declared content, owner and mode, and left alone when they match. No
+    content and no hash of it is ever returned. A hash of a short password would give the password away.
 seealso:
   - module: ansinix.nixos.nixos_switch
 """
@@ -125,20 +138,21 @@ def main():
         ),
         supports_check_mode=True,
     )
-    keys = module.params["keys"]
-    contents = module.params["contents"] or {}
+    keys, contents = module.params["keys"], module.params["contents"] or {}
     for name, spec in keys.items():
         if not isinstance(spec, dict) or not isinstance(contents.get(name), str):
             module.fail_json(msg="key %r: no content arrived; src and command are read on the controller by the "
-                                 "action plugin, so call ansinix.nixos.nixos_keys as a task" % name)
-        spec = dict(spec, content=contents[name])
-        keys[name] = spec
+                                 "action plugin, so run ansinix.nixos.nixos_keys as a task" % name)
+        keys[name] = dict(spec, content=contents[name])
     try:
-        result = apply(plan(keys, module.params["dest_dir"]), module.params["prune"], module.check_mode)
+        planned = plan(keys, module.params["dest_dir"])
+        # With no key declared, prune empties the task's dest_dir of the keys written there earlier.
+        prune_dirs = [] if keys else [module.params["dest_dir"]]
+        result = apply(planned, module.params["prune"], module.check_mode, prune_dirs)
     except KeysError as exc:
         module.fail_json(msg=exc.msg)
     except OSError as exc:
-        module.fail_json(msg="writing keys failed: %s: %s" % (exc.filename or "", exc.strerror))
+        module.fail_json(msg="writing keys failed: %s%s" % ("%s: " % exc.filename if exc.filename else "", exc.strerror))
     if not module._diff:
         result.pop("diff")
     module.exit_json(**result)
