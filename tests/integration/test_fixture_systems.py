@@ -237,7 +237,8 @@ def test_a_second_switch_waits_for_the_lock(host):
     new = build_system(name="base", version="locked")
     host.import_closure(new)
     # Someone holds the lock for two seconds; switch-to-configuration waits for it, then runs.
-    proc = host.run("flock /run/nixos/switch-to-configuration.lock sleep 2 & sleep 0.5; "
+    proc = host.run("flock /run/nixos/switch-to-configuration.lock sh -c 'touch /tmp/held; sleep 2' & "
+                    "until [ -e /tmp/held ]; do sleep 0.05; done; "
                     "t0=$(date +%%s%%N); %s/bin/switch-to-configuration test; rc=$?; "
                     "echo rc=$rc ms=$(( ($(date +%%s%%N) - t0) / 1000000 ))" % new)
     waited = dict(kv.split("=") for kv in proc.stdout.split()[-2:])
