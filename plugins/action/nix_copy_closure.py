@@ -707,7 +707,7 @@ class ActionModule(ActionBase):
         try:
             wrapper = os.path.join(tmp, "ssh")
             with open(os.open(wrapper, os.O_WRONLY | os.O_CREAT, 0o700), "w", encoding="utf-8") as f:
-                f.write(ssh_wrapper_script(argv))
+                f.write(ssh_wrapper_script(argv, os.environ.get("PATH", os.defpath)))
             argv = ["nix", "--extra-experimental-features", "nix-command", "copy", "--no-check-sigs",
                     "--to", nix_store_uri(settings.get("remote_user"), settings["host"], args["compress"], remote_program)]
             if args["use_substitutes"]:

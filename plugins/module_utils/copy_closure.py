@@ -151,13 +151,17 @@ def ssh_argv(settings, compress=False):
     return argv
 
 
-def ssh_wrapper_script(argv):
+def ssh_wrapper_script(argv, path):
     """A shell script that runs ssh with argv's options and then its own arguments.
 
     Nix runs `ssh` from PATH and splits NIX_SSHOPTS at spaces, which breaks options such as
     -o ProxyCommand="ssh -W %h:%p bastion"; a wrapper first on PATH passes every option intact.
+    argv[0] must be the real ssh by its full path, and ssh gets the PATH it would have had, so that
+    neither it nor a ProxyCommand's own `ssh` runs the wrapper again.
     """
-    return "#!/bin/sh\nexec %s \"$@\"\n" % " ".join(shlex.quote(a) for a in argv)
+    if not os.path.isabs(argv[0]):
+        raise ValueError("the ssh of a wrapper must be a full path, not %r" % argv[0])
+    return "#!/bin/sh\nPATH=%s\nexport PATH\nexec %s \"$@\"\n" % (shlex.quote(path), " ".join(shlex.quote(a) for a in argv))
 
 
 def nix_store_uri(user, host, compress=False, remote_program=None):
