@@ -219,6 +219,14 @@ CACHE_FORMAT = 2  # bump when the cached data changes shape
 
 # -- the API objects as host variables (small functions the unit tests call) ----------------------------------
 
+def as_list(value):
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value):
+    return value if isinstance(value, dict) else {}
+
+
 def dig(obj, *keys):
     """obj[k1][k2]..., or None where a level is missing or not a mapping."""
     for key in keys:
@@ -228,21 +236,27 @@ def dig(obj, *keys):
     return obj
 
 
-def first_ipv6(network):
-    """The first address of a /64 ('2001:db8:1::/64' -> '2001:db8:1::1'): the one Hetzner configures."""
+def _ipv6_net(network):
+    """A server's IPv6 net as the APIs give it (with or without /64), or None."""
     if not network:
         return None
     text = str(network) if "/" in str(network) else "%s/64" % network
     try:
-        return str(ipaddress.ip_network(text, strict=False).network_address + 1)
+        return ipaddress.IPv6Network(text, strict=False)
     except ValueError:
         return None
 
 
+def first_ipv6(network):
+    """The first address of a /64 ('2001:db8:1::/64' -> '2001:db8:1::1'): the one Hetzner configures."""
+    net = _ipv6_net(network)
+    return str(net.network_address + 1) if net else None
+
+
 def ipv6_network(network):
-    if not network:
-        return None
-    return str(network) if "/" in str(network) else "%s/64" % network
+    """The /64 itself, written the short way ('2001:db8:0::' -> '2001:db8::/64')."""
+    net = _ipv6_net(network)
+    return str(net) if net else None
 
 
 def robot_location(dc):
@@ -257,12 +271,13 @@ def group_suffix(text):
 
 def cloud_hostvars(server, networks, network_id=None):
     """The hetzner_* variables of a Cloud server. `networks` maps network ids to the API's network objects."""
+    attachments = [a for a in as_list(server.get("private_net")) if isinstance(a, dict)]
     private = {}
-    for attachment in server.get("private_net") or []:
+    for attachment in attachments:
         name = dig(networks, attachment.get("network"), "name") or str(attachment.get("network"))
         private[name] = attachment.get("ip")
-    chosen = [a.get("ip") for a in server.get("private_net") or [] if network_id is None or a.get("network") == network_id]
-    image = server.get("image") or {}
+    chosen = [a.get("ip") for a in attachments if network_id is None or a.get("network") == network_id]
+    image = as_dict(server.get("image"))
     return {
         "hetzner_kind": "cloud",
         "hetzner_id": server.get("id"),
@@ -271,7 +286,7 @@ def cloud_hostvars(server, networks, network_id=None):
         # Datacenters are leaving the API; servers name their location directly.
         "hetzner_location": dig(server, "location", "name") or dig(server, "datacenter", "location", "name"),
         "hetzner_type": dig(server, "server_type", "name"),
-        "hetzner_labels": dict(server.get("labels") or {}),
+        "hetzner_labels": dict(as_dict(server.get("labels"))),
         "hetzner_ipv4": dig(server, "public_net", "ipv4", "ip"),
         "hetzner_ipv6": first_ipv6(dig(server, "public_net", "ipv6", "ip")),
         "hetzner_ipv6_network": ipv6_network(dig(server, "public_net", "ipv6", "ip")),

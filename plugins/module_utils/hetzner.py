@@ -218,7 +218,7 @@ class _Client:
             # One TLS context for all requests: making one per request (what open_url does) costs more than
             # the request. Certificates are verified; no redirect is followed, so credentials go nowhere else.
             self._opener = Request(http_agent=USER_AGENT, follow_redirects="none", timeout=self.timeout,
-                                    context=ssl.create_default_context())
+                                   context=ssl.create_default_context())
         try:
             response = self._opener.open(method, url, data=payload, headers=headers)
             return response.getcode(), response.headers, response.read(), None
@@ -249,6 +249,14 @@ class _Client:
         except ValueError:
             raise HetznerError("%s answered %s with something that is not JSON (%r); is %s (%s) the API's address?"
                                % (self.API, what, snippet(body), self.endpoint_setting, self.endpoint)) from None
+
+    def request_object(self, method, path, key=None, data=None):
+        """The JSON object an endpoint answers with (or the one under `key` of it), checked to be one."""
+        answer = self.request(method, path, data=data)
+        found = answer.get(key) if isinstance(answer, dict) and key else answer
+        if not isinstance(found, dict):
+            raise self._malformed("%s %s" % (method, path), "a %r object" % key if key else "a JSON object")
+        return found
 
     def _malformed(self, what, expected):
         return HetznerError("%s answered %s without %s; is %s (%s) the API's address?"
@@ -330,7 +338,7 @@ class CloudClient(_Client):
         return self.paginated("/servers", "servers", params)
 
     def server(self, server_id):
-        return self.request("GET", "/servers/%d" % int(server_id)).get("server") or {}
+        return self.request_object("GET", "/servers/%d" % int(server_id), "server")
 
     def networks(self):
         return self.paginated("/networks", "networks")
@@ -340,16 +348,16 @@ class CloudClient(_Client):
         data = {"type": rescue_type}
         if ssh_keys:
             data["ssh_keys"] = list(ssh_keys)
-        return self.request("POST", "/servers/%d/actions/enable_rescue" % int(server_id), data=data)
+        return self.request_object("POST", "/servers/%d/actions/enable_rescue" % int(server_id), data=data)
 
     def disable_rescue(self, server_id):
-        return self.request("POST", "/servers/%d/actions/disable_rescue" % int(server_id)).get("action") or {}
+        return self.request_object("POST", "/servers/%d/actions/disable_rescue" % int(server_id), "action")
 
     def reset(self, server_id):
-        return self.request("POST", "/servers/%d/actions/reset" % int(server_id)).get("action") or {}
+        return self.request_object("POST", "/servers/%d/actions/reset" % int(server_id), "action")
 
     def action(self, action_id):
-        return self.request("GET", "/actions/%d" % int(action_id)).get("action") or {}
+        return self.request_object("GET", "/actions/%d" % int(action_id), "action")
 
 
 class RobotClient(_Client):
@@ -403,26 +411,26 @@ class RobotClient(_Client):
         return [entry.get("server", entry) for entry in answer]
 
     def server(self, number):
-        return self.request("GET", "/server/%d" % int(number)).get("server") or {}
+        return self.request_object("GET", "/server/%d" % int(number), "server")
 
     def rescue(self, number):
         """The rescue state: `active`, `os` ... and, while active, a `password`: never log it."""
-        return self.request("GET", "/boot/%d/rescue" % int(number)).get("rescue") or {}
+        return self.request_object("GET", "/boot/%d/rescue" % int(number), "rescue")
 
     def enable_rescue(self, number, os_name="linux", authorized_keys=()):
         """Boots the rescue system at the next reset; authorized_keys are key fingerprints known to Robot."""
         data = {"os": os_name}
         if authorized_keys:
             data["authorized_key[]"] = list(authorized_keys)
-        return self.request("POST", "/boot/%d/rescue" % int(number), data=data).get("rescue") or {}
+        return self.request_object("POST", "/boot/%d/rescue" % int(number), "rescue", data=data)
 
     def disable_rescue(self, number):
-        return self.request("DELETE", "/boot/%d/rescue" % int(number)).get("rescue") or {}
+        return self.request_object("DELETE", "/boot/%d/rescue" % int(number), "rescue")
 
     def reset(self, number, reset_type="hw"):
         if reset_type not in ROBOT_RESET_TYPES:
             raise HetznerError("reset type %r is not one of %s" % (reset_type, ", ".join(ROBOT_RESET_TYPES)))
-        return self.request("POST", "/reset/%d" % int(number), data={"type": reset_type}).get("reset") or {}
+        return self.request_object("POST", "/reset/%d" % int(number), "reset", data={"type": reset_type})
 
 
 def cloud_client(params, **kwargs):

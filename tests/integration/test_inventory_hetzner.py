@@ -116,7 +116,7 @@ def test_cloud_and_robot_hosts_groups_and_vars(api, tmp_path):
         "ansible_host": "192.0.2.1", "nixos_configuration": "web",
         "hetzner_kind": "cloud", "hetzner_id": 1000, "hetzner_name": "cloud000", "hetzner_status": "running",
         "hetzner_location": "fsn1", "hetzner_type": "cx22", "hetzner_labels": {"nixos": "web", "env": "prod"},
-        "hetzner_ipv4": "192.0.2.1", "hetzner_ipv6": "2001:db8::1", "hetzner_ipv6_network": "2001:db8:0::/64",
+        "hetzner_ipv4": "192.0.2.1", "hetzner_ipv6": "2001:db8::1", "hetzner_ipv6_network": "2001:db8::/64",
         "hetzner_private_ipv4": None, "hetzner_private_networks": {}, "hetzner_image": "debian-12", "hetzner_rescue": False,
     }
     assert hostvars["dedi1"] == {

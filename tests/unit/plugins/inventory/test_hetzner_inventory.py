@@ -2,7 +2,7 @@
 import pytest
 
 from ansible_collections.ansinix.nixos.plugins.inventory.hetzner import (
-    cloud_hostvars, cloud_wanted, connection_address, first_ipv6, first_line, group_suffix, host_names, robot_hostvars,
+    cloud_hostvars, cloud_wanted, connection_address, first_ipv6, first_line, group_suffix, host_names, ipv6_network, robot_hostvars,
     robot_location,
 )
 from ansinix_test.fakehetzner import CloudState, RobotState
@@ -12,7 +12,8 @@ def test_addresses_and_locations():
     assert first_ipv6("2001:db8:1::/64") == "2001:db8:1::1"
     assert first_ipv6("2a01:4f8:111:4221::") == "2a01:4f8:111:4221::1"  # Robot gives the net without a mask
     assert first_ipv6("2001:db8:0:0:0:0:0:0/64") == "2001:db8::1"
-    assert first_ipv6(None) is None and first_ipv6("not-an-address") is None
+    assert first_ipv6(None) is None and first_ipv6("not-an-address") is None and first_ipv6("192.0.2.0/24") is None
+    assert ipv6_network("2a01:4f8:111:4221::") == "2a01:4f8:111:4221::/64" and ipv6_network("x") is None
     assert robot_location("FSN1-DC14") == "fsn1" and robot_location(None) is None
     assert group_suffix("eu-central.1") == "eu_central_1"
 
@@ -27,7 +28,7 @@ def test_cloud_server_variables():
     assert hostvars == {
         "hetzner_kind": "cloud", "hetzner_id": 1000, "hetzner_name": "web1", "hetzner_status": "running",
         "hetzner_location": "hel1", "hetzner_type": "cpx31", "hetzner_labels": {"nixos": "web"},
-        "hetzner_ipv4": None, "hetzner_ipv6": "2001:db8::1", "hetzner_ipv6_network": "2001:db8:0::/64",
+        "hetzner_ipv4": None, "hetzner_ipv6": "2001:db8::1", "hetzner_ipv6_network": "2001:db8::/64",
         "hetzner_private_ipv4": "10.0.0.5", "hetzner_private_networks": {"other": "10.1.0.2", "backend": "10.0.0.5"},
         "hetzner_image": "debian-12", "hetzner_rescue": False,
     }
@@ -36,6 +37,14 @@ def test_cloud_server_variables():
     # Older answers carry the location only under the datacenter.
     del server["location"]
     assert cloud_hostvars(server, networks)["hetzner_location"] == "hel1"
+
+
+def test_cloud_server_of_an_odd_shape_gives_what_it_has():
+    hostvars = cloud_hostvars({"id": 7, "name": "odd", "private_net": {"network": 1}, "labels": ["x"], "image": "debian",
+                               "public_net": {"ipv4": "192.0.2.7", "ipv6": {"ip": "not an address"}}}, {})
+    assert hostvars["hetzner_name"] == "odd" and hostvars["hetzner_labels"] == {} and hostvars["hetzner_private_networks"] == {}
+    assert hostvars["hetzner_ipv4"] is None and hostvars["hetzner_ipv6"] is None and hostvars["hetzner_ipv6_network"] is None
+    assert hostvars["hetzner_image"] is None
 
 
 def test_cloud_settings_filter_locations_types_and_network():

@@ -182,6 +182,15 @@ def test_cloud_actions_and_single_server(api):
     assert err.value.status == 404 and err.value.code == "not_found"
 
 
+@pytest.mark.parametrize("body", [b"null", b"[]", b'{"server": "cloud000"}', b"{}"])
+def test_answers_of_the_wrong_shape_are_named(api, body):
+    api.fail("/v1/servers/1000", 200, body)
+    with pytest.raises(HetznerError) as err:
+        cloud(api, [], endpoint_setting="cloud.endpoint").server(1000)
+    assert err.value.msg == "Hetzner Cloud answered GET /servers/1000 without a 'server' object; is cloud.endpoint (%s) the API's address?" \
+        % api.cloud_url
+
+
 def test_malformed_json_names_the_endpoint(api):
     api.fail("/v1/servers", 200, b"<html>captive portal</html>")
     with pytest.raises(HetznerError) as err:
