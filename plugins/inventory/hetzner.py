@@ -157,7 +157,7 @@ compose:
 # cloud.hetzner.yml -- the Cloud servers labelled nixos=<configuration>, running, reached over a private network.
 plugin: ansinix.nixos.hetzner
 cloud:
-  token: "{{ lookup('ansible.builtin.file', '~/.config/hcloud/token') }}"
+  token: "{{ lookup('ansible.builtin.pipe', 'pass show hetzner/cloud-token') }}"   # a password manager
   label_selector: nixos
   status: [running]
   network: backend
