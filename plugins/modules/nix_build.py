@@ -11,12 +11,15 @@ short_description: Build a Nix expression, such as a NixOS system, where the tas
 version_added: 0.1.0
 description:
   - Evaluates and builds a flake output or an attribute of a Nix file with the Nix of the host the task
-    runs on, and keeps the result alive with a garbage collector root until it is deployed.
+    runs on, and keeps the result alive with a garbage collector root (O(out_link)) until it is deployed.
   - Runs wherever the task runs, so the build happens where there is room and CPU. That can be the
     controller (with C(delegate_to=localhost)), the target itself (a laptop with no Nix at all then
     only sends the source), or any builder host in the inventory.
-  - Evaluation is pure and repeatable. O(args) reach the expression as data (JSON), not through
+  - Evaluation is pure and repeatable. O(args) reach the expression as data (JSON), never through
     C(--impure) or environment variables, and the caller's C(NIX_PATH) is ignored unless asked for.
+  - Failures come back as one line. An evaluation error keeps Nix's own message with its file and line
+    (the whole error block is in C(nix_error)); a failed build names the derivation that failed and its last log
+    line (the log's tail is in C(log_tail)); no Nix on the host says how to install it.
 author:
   - ansinix.nixos maintainers (@ansinix)
 extends_documentation_fragment:
@@ -25,64 +28,85 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Evaluates only and returns the O(out_link) and the would-be RV(out_path); builds nothing.
+    details:
+      - Evaluates only, in read-only mode (not even a C(.drv) is written), and returns the would-be RV(out_path),
+        whether it is already in the store (RV(already_valid)) and the O(out_link). Builds nothing.
   diff_mode:
     support: none
 options:
   flake:
     description:
-      - A flake reference, optionally with C(#attribute), for example V(.#nixosConfigurations.web1.config.system.build.toplevel),
-        V(/srv/fleet) or V(github:me/fleet).
-      - A local directory is read as C(path:DIR), so it needs neither git nor a commit.
+      - A flake reference, optionally with C(#ATTRIBUTE), for example V(/srv/fleet#nixosConfigurations.web1.config.system.build.toplevel),
+        V(/srv/fleet) (with O(nixos_configuration) or O(attr)) or V(github:me/fleet).
+      - A local directory (absolute, or starting with C(./) or C(~)) is read as C(path:DIR), so it needs neither git
+        nor a commit, and every file in it counts, tracked or not. Write C(git+file:DIR) to get git's view instead.
+      - The flake's lock file is never written.
       - Mutually exclusive with O(file).
     type: str
   file:
     description:
-      - A Nix file (or a directory with C(default.nix)) on the host the task runs on. Its value may be a
-        function; it is called with C(args) (see O(args)).
+      - A Nix file (or a directory with C(default.nix)) on the host the task runs on.
+      - When its value is a function it is called like C(nix-build) does, with the defaults of its arguments; with
+        O(args) it is called with C({ args = DATA; }), so declare it as C({ args ? { }, ... }:).
       - Mutually exclusive with O(flake).
     type: path
   attr:
     description:
-      - The attribute to build, for example V(nixosConfigurations.web1.config.system.build.toplevel).
-      - With a flake, the same as C(FLAKE#ATTR).
+      - The attribute to build, as C(nix-build -A) takes it, for example V(nixosConfigurations.web1.config.system.build.toplevel)
+        or V(packages.x86_64-linux.hello). Quote a name holding dots, as in V(hosts."web1.example.org").
+      - With a flake, the same as C(FLAKE#ATTRIBUTE) (give one of them).
+      - Without O(attr) and O(nixos_configuration), a O(file) must evaluate to a derivation itself.
     type: str
   nixos_configuration:
     description:
-      - The name of a NixOS configuration; builds C(nixosConfigurations.NAME.config.system.build.toplevel)
-        of the flake, or of the value of O(file), so one layout serves both.
+      - The name of a NixOS configuration. Builds C(nixosConfigurations.NAME.config.system.build.toplevel), of the
+        flake's outputs or of the value of O(file) alike, so one layout serves both (see the examples for a classic
+        file of that shape).
       - Mutually exclusive with O(attr).
     type: str
   args:
     description:
-      - Data for the expression, passed purely as parsed JSON.
-      - With O(file), the file's function is called with the argument C(args) (declare it,
-        C({ args ? {}, ... }:)).
-      - With O(flake), an output that is a function is applied to the data; a NixOS configuration
-        (O(nixos_configuration)) receives it as the module argument C(ansinixArgs) through C(extendModules),
-        so modules read it as C({ ansinixArgs, ... }:).
+      - Data for the expression (inventory variables, lists of hosts...), passed purely as parsed JSON. There is no
+        size limit. Keep secrets out (see M(ansinix.nixos.nixos_keys)), because what an expression uses ends up in the
+        world-readable Nix store.
+      - With O(file), the file's function is called with C({ args = DATA; }).
+      - With O(flake), the output named up to the C(config) part of the attribute (for O(nixos_configuration) V(web1),
+        C(nixosConfigurations.web1)) receives the data. A NixOS configuration (it has C(extendModules), as the result of
+        C(nixpkgs.lib.nixosSystem) has) gets it as the module argument C(ansinixArgs), so every module can take
+        C({ ansinixArgs, ... }:). An output that is a function is called with the data. Anything else with
+        O(args) is an error.
+      - For a flake the data goes through a temporary directory fetched with C(builtins.fetchTree), locked by its
+        NAR hash, which pure evaluation accepts on every Nix with flakes; see the examples for both sides.
     type: dict
     default: {}
   override_inputs:
     description:
       - Flake inputs to replace for this build, input name to flake reference, as C(--override-input) does. For
-        example V({nixpkgs: /srv/nixpkgs}) to build against a local checkout. Only with O(flake).
-      - The flake's lock file is never written by this module.
+        example input C(nixpkgs) to V(/srv/nixpkgs) to build against a local checkout. Only with O(flake).
     type: dict
     default: {}
   out_link:
     description:
-      - Path of the garbage collector root that keeps the result alive (a symlink to RV(out_path)).
-      - Defaults to C(/nix/var/nix/gcroots/ansinix/NAME), where NAME is O(nixos_configuration) or the last
-        part of the attribute, so rebuilding a configuration replaces its root and old results can be
-        collected.
+      - Path of the garbage collector root that keeps the result alive, a symlink to RV(out_path) registered
+        with Nix (C(nix-store --add-root)). It survives reboots and C(nix-collect-garbage) until it is replaced.
+      - Defaults to C(/nix/var/nix/gcroots/ansinix/NAME) where this user may write there (root, single-user
+        installs), else to C(~/.local/state/ansinix/gcroots/NAME) (C($XDG_STATE_HOME) when set). NAME is
+        O(nixos_configuration) (or the NAME of an O(attr) of that form), else the attribute, else V(result). So
+        rebuilding a configuration replaces its root, and the result it built before can be collected.
     type: path
 notes:
-  - Requires Nix on the host the task runs on. Flakes need Nix 2.4 or newer; experimental features are
-    enabled for the call only.
+  - Requires Nix on the host the task runs on. Flakes need Nix 2.4 or newer; the experimental features
+    C(nix-command) and C(flakes) are enabled for the call only.
+  - With O(use_environment_nix_path=false) (the default) the search path is exactly O(nix_path). Nix 2.19 and newer
+    still look in the user's channels (C(~/.nix-defexpr/channels)) for names that are not in it; give every name
+    the expression uses in O(nix_path) to be sure where it comes from.
+  - The build runs for as long as it takes; use C(async) for builds longer than the SSH connection may stay idle.
 seealso:
   - module: ansinix.nixos.nix_copy_closure
   - module: ansinix.nixos.nixos_switch
+  - name: Nix manual, nix-build
+    description: How C(-A), C(--arg) and garbage collector roots work.
+    link: https://nix.dev/manual/nix/stable/command-ref/nix-build
 """
 
 EXAMPLES = r"""
@@ -93,6 +117,47 @@ EXAMPLES = r"""
   delegate_to: localhost
   register: web1_system
 
+- name: Inventory data for the configuration, as the module argument ansinixArgs
+  ansinix.nixos.nix_build:
+    flake: "{{ playbook_dir }}/fleet"
+    nixos_configuration: "{{ inventory_hostname }}"
+    args:
+      address: "{{ ansible_host }}"
+      peers: "{{ groups['web'] | map('extract', hostvars, 'ansible_host') | list }}"
+  delegate_to: localhost
+# The flake's side: nothing to declare, any module of the configuration takes the data.
+#   # flake.nix
+#   outputs = { self, nixpkgs }: {
+#     nixosConfigurations.web1 = nixpkgs.lib.nixosSystem {
+#       system = "x86_64-linux";
+#       modules = [
+#         ./web.nix
+#         # A default, so that `nixos-rebuild build --flake .#web1` works without ansible too.
+#         { _module.args.ansinixArgs = nixpkgs.lib.mkDefault { address = "127.0.0.1"; peers = [ ]; }; }
+#       ];
+#     };
+#   };
+#   # web.nix
+#   { ansinixArgs, lib, ... }: {
+#     services.nginx.upstreams.peers.servers = lib.genAttrs (map (p: "${p}:80") ansinixArgs.peers) (_: { });
+#   }
+
+- name: A flake output that is a function of the data (for data needed in imports or specialArgs)
+  ansinix.nixos.nix_build:
+    flake: /srv/fleet
+    attr: systemFor.config.system.build.toplevel
+    args:
+      monitoring: true
+  delegate_to: localhost
+# The flake's side:
+#   outputs = { self, nixpkgs }: {
+#     systemFor = args: nixpkgs.lib.nixosSystem {
+#       system = "x86_64-linux";
+#       specialArgs.ansinixArgs = args;
+#       modules = [ ./common.nix ] ++ nixpkgs.lib.optional args.monitoring ./monitoring.nix;
+#     };
+#   };
+
 - name: Build a classic configuration on the target, pinned nixpkgs, inventory data as args
   ansinix.nixos.nix_build:
     file: /etc/ansinix/fleet/default.nix
@@ -101,10 +166,28 @@ EXAMPLES = r"""
       - nixpkgs=/etc/ansinix/nixpkgs
     args:
       monitoring_targets: "{{ groups['web'] | map('extract', hostvars, 'ansible_host') | list }}"
+# The file's side:
+#   # /etc/ansinix/fleet/default.nix
+#   { args ? { } }:
+#   {
+#     nixosConfigurations.mon = import <nixpkgs/nixos/lib/eval-config.nix> {
+#       system = "x86_64-linux";
+#       specialArgs.ansinixArgs = args;
+#       modules = [ ./mon.nix ];
+#     };
+#   }
 
-- name: Use a remote builder for this call
+- name: Only tell what would be built
   ansinix.nixos.nix_build:
-    flake: ".#nixosConfigurations.mon.config.system.build.toplevel"
+    flake: "{{ playbook_dir }}/fleet"
+    nixos_configuration: web1
+  delegate_to: localhost
+  check_mode: true
+
+- name: Use a remote builder for this call, and keep the root where the deploy expects it
+  ansinix.nixos.nix_build:
+    flake: "{{ playbook_dir }}/fleet#nixosConfigurations.mon.config.system.build.toplevel"
+    out_link: /var/lib/deploy/roots/mon
     options:
       builders: ssh://builder x86_64-linux
       max-jobs: 0
@@ -118,12 +201,19 @@ out_path:
   type: str
   sample: /nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-24.05
 drv_path:
-  description: The derivation that was built.
+  description: The derivation of RV(out_path). In check mode it is computed but not written to the store.
   returned: success
   type: str
   sample: /nix/store/phmg8z18dgk38a8alfgmmp1b7q5vj8ry-nixos-system-web1-24.05.drv
+already_valid:
+  description:
+    - Whether RV(out_path) was in this host's store before the task, so that nothing had to be built.
+    - RV(ignore:changed) is false when it was and O(out_link) already pointed to it.
+  returned: success
+  type: bool
+  sample: false
 out_link:
-  description: The garbage collector root that keeps RV(out_path) alive.
+  description: The garbage collector root that keeps RV(out_path) alive (in check mode, the one it would be).
   returned: success
   type: str
   sample: /nix/var/nix/gcroots/ansinix/web1
@@ -132,6 +222,17 @@ nix_version:
   returned: success
   type: str
   sample: 2.8.0
+nix_error:
+  description: Nix's error block, line by line, without the stack trace (evaluation and build failures).
+  returned: failure
+  type: list
+  elements: str
+log_tail:
+  description: The last lines of the log of the derivation whose build failed.
+  returned: failure
+  type: list
+  elements: str
+  sample: ["gcc: error: missing.c: No such file or directory"]
 """
 
 from ansible.module_utils.basic import AnsibleModule
