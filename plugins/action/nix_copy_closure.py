@@ -381,6 +381,9 @@ class LiveSink:
     def end_batch(self):
         pass
 
+    def wire_bytes(self):
+        return self.peer.writer.count
+
     def added(self):
         return list(self.acked)
 
@@ -423,6 +426,7 @@ class FileSink:
         self.writer = None
         self.batch = []
         self.completed = []
+        self.sent_bytes = 0
 
     def start(self):
         pass
@@ -456,6 +460,7 @@ class FileSink:
         remote_tmp = action._connection._shell.tmpdir or action._make_tmp_path()
         remote = action._connection._shell.join_path(remote_tmp, "ansinix-batch" + (".gz" if self.compress else ""))
         action._transfer_file(self.local.name, remote)
+        self.sent_bytes += os.path.getsize(self.local.name)
         os.unlink(self.local.name)
         self.local = self.stream = self.writer = None
         feed = "gzip -dc < %s | " % shlex.quote(remote) if self.compress else ""
@@ -466,6 +471,9 @@ class FileSink:
             action._low_level_execute_command("rm -f %s" % shlex.quote(remote), sudoable=False)
         self.completed += self.batch
         self.batch = []
+
+    def wire_bytes(self):
+        return self.sent_bytes
 
     def added(self):
         return list(self.completed)
@@ -497,6 +505,9 @@ class ActionModule(ActionBase):
         except NixError as exc:
             result.update(failed=True, msg=exc.msg)
             result.update({k: v for k, v in exc.details.items() if k in ("changed", "copied", "bytes", "missing", "method")})
+        except (OSError, ProtocolError) as exc:
+            # Whatever slipped past the messages above still ends as one line, never a traceback.
+            result.update(failed=True, msg="copying to %s failed: %s" % (self.task_host(), exc))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
@@ -570,6 +581,8 @@ class ActionModule(ActionBase):
 
     def _copy(self, args, task_vars):
         paths = [check_store_path(p) for p in args["path"]]
+        if not paths:
+            raise NixError("path is empty: give at least one store path, e.g. the out_path of ansinix.nixos.nix_build")
         if args["batch_size"] < 1:
             raise NixError("batch_size must be at least 1 (MiB), not %d" % args["batch_size"])
         settings = connection_settings(self._connection, self._play_context.remote_addr)
@@ -629,7 +642,9 @@ class ActionModule(ActionBase):
                 raise
             finally:
                 serving.close()
-            return self._result("stream", closure, missing, sizes, added, changed=True)
+            result = self._result("stream", closure, missing, sizes, added, changed=True)
+            result["wire_bytes"] = sink.wire_bytes()
+            return result
         finally:
             sink.abort()
 

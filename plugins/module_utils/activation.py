@@ -64,6 +64,7 @@ class DeployLock:
         self.timeout = timeout
         self.lock_file = lock_file
         self.fd = None
+        self.handed_over = False
 
     def acquire(self, poll=0.1):
         os.makedirs(os.path.dirname(self.lock_file), mode=0o700, exist_ok=True)
@@ -76,7 +77,8 @@ class DeployLock:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
             if time.monotonic() >= deadline:
                 holder = describe_holder(read_lock_record(self.lock_file))
-                self.release()
+                os.close(self.fd)  # not release(): the record is the holder's
+                self.fd = None
                 raise NixError("another deploy is running on this host (%s). Wait for it, or raise lock_timeout (now %ss)"
                                % (holder, self.timeout))
             time.sleep(poll)
@@ -84,12 +86,14 @@ class DeployLock:
         return self
 
     def hand_over(self, status_dir, system):
+        self.handed_over = True
         write_lock_record(self.fd, {"handover": True, "status_dir": status_dir, "system": system, "pid": os.getpid(),
                                     "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "since_epoch": time.time()})
 
-    def release(self, clear=False):
+    def release(self, clear=None):
+        """Let go; the record is cleared unless the lock was handed over (clear=True: even then)."""
         if self.fd is not None:
-            if clear:
+            if clear or (clear is None and not self.handed_over):
                 write_lock_record(self.fd, {})
             os.close(self.fd)
             self.fd = None

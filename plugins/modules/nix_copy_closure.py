@@ -145,6 +145,13 @@ nar_bytes:
   description: The summed NAR size of the missing paths, sent or not (what would be sent, in check mode).
   returned: always
   type: int
+wire_bytes:
+  description:
+    - What O(method=stream) wrote to the connection for the host: the NARs and the protocol's requests (a few
+      hundred bytes a path), after gzip with O(compress=true) through file transfers, before any compression by
+      SSH itself.
+  returned: when O(method=stream) found paths missing
+  type: int
 method:
   description: The method used, V(stream) or V(ssh).
   returned: always

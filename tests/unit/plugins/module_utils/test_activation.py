@@ -368,7 +368,9 @@ def test_lock_is_exclusive_and_says_who_holds_it(tmp_path):
         activation.DeployLock(0.3, lock_file).acquire(poll=0.05)
     assert "another deploy is running on this host (pid %d since" % os.getpid() in err.value.msg
     assert "raise lock_timeout (now 0.3s)" in err.value.msg
+    assert json.loads(open(lock_file).read())["pid"] == os.getpid()  # the waiter left the holder's record alone
     first.release()
+    assert json.loads(open(lock_file).read()) == {}  # free, and it says so
     activation.DeployLock(0.3, lock_file).acquire().release()
     assert oct(os.stat(os.path.dirname(lock_file)).st_mode & 0o777) == "0o700"
 
