@@ -9,6 +9,7 @@
   };
   # users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAA... you@laptop" ];
 
-  environment.systemPackages = [ pkgs.htop pkgs.curl ];
+  # Ansible runs its modules with the Python of the host (ansible_python_interpreter in inventory.yml).
+  environment.systemPackages = [ pkgs.python3 pkgs.htop pkgs.curl ];
   system.stateVersion = "24.05";
 }

@@ -1,8 +1,9 @@
 # A small fleet: web servers and a monitoring server that scrapes them. Classic Nix files, no flakes.
 #
-# nixpkgs comes from the deploy role's nixos_nix_path, never from your shell's NIX_PATH:
-#   nixos_file: "{{ inventory_dir }}/examples/fleet/default.nix"
-#   nixos_nix_path: [ "nixpkgs=/srv/pins/nixpkgs-24.05" ]
+# nixpkgs comes from the deploy role's nixos_nix_path, never from your shell's NIX_PATH
+# (docs/howto.md, "Pin nixpkgs without NIX_PATH"):
+#   nixos_file: "{{ inventory_dir }}/default.nix"
+#   nixos_nix_path: [ "nixpkgs={{ inventory_dir }}/nixpkgs" ]
 #
 # `args` is what the role passes: `args.nodes` holds every host's shared variables (ansible_host,
 # nixos_configuration, ...). Modules receive it as the module argument `ansinixArgs`.

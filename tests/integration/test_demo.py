@@ -4,15 +4,17 @@ import os
 import re
 import subprocess
 
-from ansinix_test import REPO_ROOT
+from ansinix_test import REPO_ROOT, docs
 from ansinix_test.hosts import TestHosts
 
 DEMO_PREFIX = (os.environ.get("ANSINIX_TESTHOSTS_PREFIX") or "ax")[:4] + "demo"
+# The README's commands: ./scripts/demo.sh, and ./scripts/demo.sh stop.
+DEPLOY, STOP = (docs.commands(b)[0] for b in docs.run_blocks("demo"))
 
 
-def run_demo(*args):
+def run_demo(command):
     env = dict(os.environ, ANSINIX_DEMO_PREFIX=DEMO_PREFIX)
-    return subprocess.run(["python", "-m", "ansinix_test.demo"] + list(args), cwd=REPO_ROOT, env=env,
+    return subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -22,7 +24,7 @@ def recap(stdout):
 
 def test_demo_deploys_then_changes_nothing():
     try:
-        first = run_demo()
+        first = run_demo(DEPLOY)
         assert first.returncode == 0, first.stdout + first.stderr
         # Copy and switch change every host; the build may find its result already in the store.
         assert {h: c >= 2 for h, (_ok, c) in recap(first.stdout).items()} == {"mon": True, "web1": True, "web2": True}
@@ -37,11 +39,11 @@ def test_demo_deploys_then_changes_nothing():
         scrape = json.loads(hosts["mon"].read_file("/etc/static/prometheus/prometheus.yml"))
         targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
         assert sorted(targets) == sorted("%s:9100" % hosts[h].address for h in ("web1", "web2"))
-        second = run_demo()
+        second = run_demo(DEPLOY)
         assert second.returncode == 0, second.stdout + second.stderr
         assert {h: c for h, (_ok, c) in recap(second.stdout).items()} == {"mon": 0, "web1": 0, "web2": 0}
         assert hosts["web1"].generation() == 2
     finally:
-        stop = run_demo("stop")
+        stop = run_demo(STOP)
         assert stop.returncode == 0
     assert not os.path.exists("/srv/ansinix-testhosts/" + DEMO_PREFIX)

@@ -7,12 +7,23 @@ import textwrap
 import pytest
 
 from ansinix_test import REPO_ROOT
-from ansinix_test.ansible import ansible_env
 from ansinix_test.hosts import REBOOT_COMMAND
 from ansinix_test.systems import FIXTURES_DIR
 
 FLEET = os.path.join(os.path.dirname(FIXTURES_DIR), "fleet.nix")
 SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
+HOWTO = os.path.join(REPO_ROOT, "examples", "howto")  # the variable files and playbooks docs/howto.md shows
+
+
+def howto(name):
+    return ["-e", "@" + os.path.join(HOWTO, name)]
+
+
+def serve_healthz(host):
+    """An HTTP server on the host's port 80 answering /healthz, for the how-to's health checks."""
+    host.run("mkdir -p /srv/www && echo ok > /srv/www/healthz && cd /srv/www && "
+             "(nohup python3 -m http.server 80 >/dev/null 2>&1 &) && "
+             "for i in $(seq 50); do curl -fsS http://localhost/healthz >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1")
 
 
 @pytest.fixture
@@ -74,7 +85,7 @@ def test_build_on_target_uses_no_nix_on_the_controller(fleet, run_playbook, tmp_
         (trap / name).chmod(0o755)
     env = {"PATH": "%s:%s" % (trap, os.environ["PATH"])}
     version = "target-%d" % os.getpid()  # a system the controller has never seen
-    run = run_playbook(SITE, args=args + extra_vars(nixos_build_on="target", nixos_args={"version": version}), env=env)
+    run = run_playbook(SITE, args=args + howto("build-on-target.yml") + extra_vars(nixos_args={"version": version}), env=env)
     assert run.rc == 0, str(run)
     assert not calls.exists(), calls.read_text()
     for name, host in hosts.items():
@@ -88,19 +99,40 @@ def test_failing_health_check_rolls_back(fleet, run_playbook):
     hosts, args = fleet
     assert run_playbook(SITE, args=args).rc == 0
     before = hosts["web1"].readlink("/run/current-system")
-    checks = {"nixos_health_checks": [{"command": "test -e /etc/static/healthy", "retries": 1, "delay": 1}],
-              "nixos_args": {"version": "2", "overrides": {"web": {"etcFiles": {}}}}}
-    run = run_playbook(SITE, args=args + ["-l", "web1"] + extra_vars(**checks))
+    version = {"nixos_args": {"version": "2"}}
+    # Nothing answers on web1's port 80 yet: the command check fails after its retries.
+    run = run_playbook(SITE, args=args + ["-l", "web1"] + howto("health-checks.yml") + extra_vars(**version))
     assert run.rc != 0
     failure = run.result("Fail the unhealthy host", "web1")
     assert "a health check failed on web1" in failure["msg"] and "rolled back to %s" % before in failure["msg"]
+    assert run.result("Run the command checks on the host", "web1")["results"][0]["attempts"] == 6  # 1 + 5 retries
     assert hosts["web1"].readlink("/run/current-system") == before
     assert hosts["web1"].default_boot_system() == before
+    # With the service up, both checks pass, and the new system stays.
+    serve_healthz(hosts["web1"])
+    run = run_playbook(SITE, args=args + ["-l", "web1"] + howto("health-checks.yml") + extra_vars(**version))
+    assert run.rc == 0, str(run)
+    assert hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-2")
+    urls = [r["url"] for r in run.result("Request the HTTP checks from the controller", "web1")["results"]]
+    assert urls == ["http://%s/healthz" % hosts["web1"].address]
+
+
+def test_rolling_deploy_stops_at_the_first_failing_host(fleet, run_playbook):
+    hosts, args = fleet
+    assert run_playbook(SITE, args=args).rc == 0
+    before = {n: h.readlink("/run/current-system") for n, h in hosts.items()}
+    run = run_playbook(os.path.join(HOWTO, "rolling.yml"), args=args + howto("health-checks.yml") + extra_vars(nixos_args={"version": "2"}))
+    assert run.rc != 0
+    switched = [e["host"] for e in run.events if e["task"] == "Switch to the new system"]
+    assert len(switched) == 1  # serial: 1, and the first host failed its checks: no other host was touched
+    assert {n: h.readlink("/run/current-system") for n, h in hosts.items()} == before
+    assert run.result("Fail the unhealthy host", switched[0])["failed"]
 
 
 def test_reboot_only_when_the_kernel_changed(fleet, run_playbook, testhosts):
     hosts, args = fleet
-    reboot = {"nixos_reboot": "if_needed", "nixos_reboot_command": REBOOT_COMMAND}
+    reboot = {"nixos_reboot_command": REBOOT_COMMAND}  # the test hosts are rebooted by the harness
+    args = args + howto("reboot.yml")
     with testhosts.serve_reboots():
         boot_ids = {name: h.boot_id() for name, h in hosts.items()}
         run = run_playbook(SITE, args=args + extra_vars(**reboot))
@@ -130,35 +162,6 @@ def test_check_diff_is_a_plan_that_changes_nothing(fleet, run_playbook):
     assert {n: (h.readlink("/run/current-system"), h.generation()) for n, h in hosts.items()} == state
 
 
-def test_site_through_ansible_runner(fleet, testhosts, tmp_path):
-    hosts, _args = fleet
-    data = tmp_path / "runner"
-    (data / "inventory").mkdir(parents=True)
-    (data / "env").mkdir()
-    (data / "project").mkdir()
-    subprocess.run(["cp", testhosts.inventory_path, str(data / "inventory" / "hosts.yml")], check=True)
-    (data / "inventory" / "fleet.yml").write_text(
-        "all:\n  hosts:\n    web1: {nixos_configuration: web}\n    web2: {nixos_configuration: web}\n    mon: {nixos_configuration: mon}\n")
-    (data / "project" / "site.yml").write_text(open(SITE, encoding="utf-8").read())
-    # The example fleet (real NixOS modules), with <nixpkgs> pointing at the stand-in.
-    (data / "env" / "extravars").write_text(json.dumps({
-        "nixos_file": os.path.join(REPO_ROOT, "examples", "fleet", "default.nix"),
-        "nixos_nix_path": ["nixpkgs=" + os.path.join(REPO_ROOT, "tests", "fixtures", "mini-nixpkgs")]}))
-    env = ansible_env(testhosts)
-    env.pop("ANSIBLE_INVENTORY", None)
-    proc = subprocess.run(["ansible-runner", "run", str(data), "-p", "site.yml", "--limit", "web1,web2,mon"], env=env,
-                          capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    status = (data / "artifacts").glob("*/status")
-    assert [p.read_text() for p in status] == ["successful"]
-    for name, host in hosts.items():
-        assert host.readlink("/run/current-system").endswith("-nixos-system-%s-24.05" % ("mon" if name == "mon" else "web"))
-    scrape = json.loads(hosts["mon"].read_file("/etc/static/prometheus/prometheus.yml"))
-    assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == sorted(
-        "%s:9100" % hosts[h].address for h in ("web1", "web2"))
-
-
 def test_collection_playbooks_by_name(fleet, run_playbook):
     """`ansible-playbook ansinix.nixos.site` and `ansinix.nixos.rollback`, as the docs show them."""
     hosts, args = fleet
@@ -176,26 +179,24 @@ def test_collection_playbooks_by_name(fleet, run_playbook):
     assert hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-2")
 
 
-def test_builder_host_and_http_health_check(fleet, fresh_hosts, run_playbook, testhosts, tmp_path):
+def test_builder_host(fleet, fresh_hosts, run_playbook, tmp_path):
     hosts, args = fleet
     (builder,) = fresh_hosts("builder")
     # The builder needs the fleet's files; the controller relays its builds to the targets.
     archive = subprocess.run(["tar", "-C", FIXTURES_DIR + "/..", "-c", "fleet.nix", "nixos"], capture_output=True, check=True).stdout
     builder.run("mkdir -p /srv/fleet && tar -C /srv/fleet -x", input=archive)
-    # An HTTP endpoint for the check, served from the monitoring host.
-    hosts["mon"].run("mkdir -p /srv/www && echo ok > /srv/www/healthz && cd /srv/www && "
-                     "nohup python3 -m http.server 8080 --bind %s >/dev/null 2>&1 &" % hosts["mon"].address)
     version = "builder-%d" % os.getpid()
-    checks = [{"url": "http://%s:8080/healthz" % hosts["mon"].address, "status": 200, "retries": 10, "delay": 1}]
     run = run_playbook(SITE, args=args + ["-e", "nixos_file=/srv/fleet/fleet.nix"] + extra_vars(
-        nixos_build_on="builder", nixos_args={"version": version}, nixos_health_checks=checks))
+        nixos_build_on="builder", nixos_args={"version": version}))
     assert run.rc == 0, str(run)
+    builds = run.results("Build each configuration once, on the controller or the builder host")
+    assert len(builds) == 1 and [r["item"] for r in list(builds.values())[0]["results"]] == ["mon", "web"]
     system = hosts["web1"].readlink("/run/current-system")
     assert system.endswith("-nixos-system-web-" + version)
     assert builder.store_has(system) and not os.path.exists(system)  # built on the builder only
     copy = run.result("Copy the store paths the host lacks", "web1")
     assert copy["copied"] > 0
-    assert [r["url"] for r in run.result("Request the HTTP checks from the controller", "web1")["results"]] == [checks[0]["url"]]
+    assert builder.generation() == 1  # the builder builds; it is not deployed
 
 
 def test_phases_have_tags(fleet, run_playbook):
@@ -207,18 +208,3 @@ def test_phases_have_tags(fleet, run_playbook):
     assert hosts["web1"].store_has(built)  # copied
     assert hosts["web1"].generation() == 1 and hosts["web1"].readlink("/run/current-system") != built  # not switched
     assert not [e for e in run.events if e["task"] == "Switch to the new system"]
-
-
-def test_example_fleet_as_a_flake(fleet, run_playbook):
-    """examples/fleet/flake.nix, its nixpkgs input replaced by the stand-in (no network here)."""
-    hosts, args = fleet
-    flake_args = ["nixos_file=" if a.startswith("nixos_file=") else a for a in args]  # a flake, not the file
-    run = run_playbook(SITE, args=flake_args + extra_vars(
-        nixos_flake=os.path.join(REPO_ROOT, "examples", "fleet"),
-        nixos_override_inputs={"nixpkgs": os.path.dirname(FIXTURES_DIR)}))
-    assert run.rc == 0, str(run)
-    assert hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-24.05")
-    scrape = json.loads(hosts["mon"].read_file("/etc/static/prometheus/prometheus.yml"))
-    assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == sorted(
-        "%s:9100" % hosts[h].address for h in ("web1", "web2"))
-    assert not os.path.exists(os.path.join(REPO_ROOT, "examples", "fleet", "flake.lock"))  # the user's tree is left alone

@@ -70,7 +70,8 @@ def snapshot(h):
     return h.run(
         "readlink /run/current-system; readlink %s; ls -l --time-style=+%%s %s; cat /boot/loader/loader.conf; "
         "ls /boot/loader/entries; md5sum /boot/loader/ansinix-bootloader.log; ls -l --time-style=+%%s /run/ansinix-units; "
-        "ls -A /run/ansinix /var/log/ansinix 2>&1; ls /etc/ssh/authorized_keys.d" % (PROFILE, os.path.dirname(PROFILE))
+        "ls -A /run/ansinix /var/log/ansinix 2>&1; cat /run/ansinix/deploy.lock 2>&1; ls /etc/ssh/authorized_keys.d"
+        % (PROFILE, os.path.dirname(PROFILE))
     ).stdout
 
 

@@ -13,10 +13,8 @@ from ansinix_test.hosts import HostError, TestHosts
 from ansinix_test.systems import build_system
 
 HOSTS = ["web1", "web2", "mon"]
-FLEET = os.path.join(REPO_ROOT, "examples", "fleet", "default.nix")
-# The demo machine has no nixpkgs: <nixpkgs> is the stand-in that builds NixOS-like systems.
-NIXPKGS = os.path.join(REPO_ROOT, "tests", "fixtures", "mini-nixpkgs")
-CONFIGURATIONS = {"web1": "web", "web2": "web", "mon": "mon"}
+# What each host deploys (examples/fleet, <nixpkgs> the stand-in); the hosts' inventory adds how to reach them.
+INVENTORY = os.path.join(REPO_ROOT, "inventory", "demo.yml")
 
 
 def say(text=""):
@@ -35,14 +33,9 @@ def main(argv):
     for host in hosts:
         say("   %-5s %-14s %s" % (host.name, host.address, host.readlink("/run/current-system")))
     say()
-    extra = os.path.join(hosts.state_dir, "fleet.yml")
-    with open(extra, "w", encoding="utf-8") as f:
-        f.write("nixos:\n  hosts:\n" + "".join("    %s: {nixos_configuration: %s}\n" % kv for kv in CONFIGURATIONS.items()))
-    command = ["ansible-playbook", "-i", hosts.inventory_path, "-i", extra, "ansinix.nixos.site",
-               "-e", "nixos_file=" + FLEET, "-e", '{"nixos_nix_path": ["nixpkgs=%s"]}' % NIXPKGS]
+    command = ["ansible-playbook", "-i", INVENTORY, "-i", hosts.inventory_path, "ansinix.nixos.site"]
     say("== Deploying examples/fleet with the collection's site playbook (the ansinix.nixos.deploy role):")
-    say("   ansible-playbook -i <test hosts> ansinix.nixos.site -e nixos_file=examples/fleet/default.nix \\")
-    say("     -e '{\"nixos_nix_path\": [\"nixpkgs=tests/fixtures/mini-nixpkgs\"]}'")
+    say("   ansible-playbook -i inventory/demo.yml -i %s ansinix.nixos.site" % hosts.inventory_path)
     proc = subprocess.run(command, env=ansible_env(hosts), check=False)
     if proc.returncode != 0:
         say("The deploy failed (exit %d); the output above says why." % proc.returncode)
