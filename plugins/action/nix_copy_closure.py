@@ -68,8 +68,9 @@ def connection_settings(conn, remote_addr=None):
 
     if option("password") or option("private_key") or option("pkcs11_provider"):
         return None
-    settings = {name: option(name) for name in ("ssh_executable", "remote_user", "port", "private_key_file", "ssh_args",
-                                                 "ssh_common_args", "ssh_extra_args", "host_key_checking", "timeout")}
+    names = ("ssh_executable", "remote_user", "port", "private_key_file", "ssh_args", "ssh_common_args", "ssh_extra_args",
+             "host_key_checking", "timeout")
+    settings = {name: option(name) for name in names}
     settings["host"] = option("host") or remote_addr
     return settings if settings["host"] else None
 
@@ -523,8 +524,8 @@ class ActionModule(ActionBase):
             # Under a terminal (-tt) the command's stderr comes in stdout; ssh's own notices in stderr.
             lines = (res.get("stdout", "") + "\n" + res.get("stderr", "")).splitlines()
             output = "\n".join(line for line in lines if not line.startswith("Shared connection to "))
-            raise NixError("on %s, %s failed: %s%s" % (self.task_host(), what, error_summary(output) or "exit %s" % res.get("rc"),
-                                                      self.failure_hint(output)))
+            summary = error_summary(output) or "exit %s" % res.get("rc")
+            raise NixError("on %s, %s failed: %s%s" % (self.task_host(), what, summary, self.failure_hint(output)))
         return res.get("stdout", "")
 
     def failure_hint(self, output):

@@ -14,7 +14,7 @@ description:
     store, or from another inventory host's (O(src_host)), into the store of the task's host.
   - First asks the host which paths of the closure it lacks. When it lacks none, nothing is sent and
     RV(ignore:changed) is false.
-  - The host needs Nix, but no Python: everything on it runs through C(nix-store).
+  - The host needs Nix, but no Python; everything on it runs through C(nix-store).
   - "O(method=stream) speaks Nix's own copy protocol (the one of C(nix-copy-closure)): the source's
     C(nix-store --serve) hands over each missing path as a NAR, and the host's C(nix-store --serve --write) adds it
     to its store as it arrives. The controller only relays the bytes, so its memory does not grow with the closure,
@@ -147,7 +147,7 @@ nar_bytes:
   type: int
 wire_bytes:
   description:
-    - What O(method=stream) wrote to the connection for the host: the NARs and the protocol's requests (a few
+    - What O(method=stream) wrote to the connection for the host, the NARs and the protocol's requests (a few
       hundred bytes a path), after gzip with O(compress=true) through file transfers, before any compression by
       SSH itself.
   returned: when O(method=stream) found paths missing

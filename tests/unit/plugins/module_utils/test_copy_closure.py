@@ -125,7 +125,8 @@ def paths(tmp_path_factory):
             inherit name; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
             args = [ "-c" script ];
           };
-          data = mk "ansinix-unit-data-%(pid)d" "mkdir -p $out/d; head -c 300000 /dev/urandom > $out/d/blob; printf '#!/bin/sh\\n' > $out/run; chmod +x $out/run; ln -s d/blob $out/link";
+          data = mk "ansinix-unit-data-%(pid)d" ("mkdir -p $out/d; head -c 300000 /dev/urandom > $out/d/blob; "
+            + "printf '#!/bin/sh\\n' > $out/run; chmod +x $out/run; ln -s d/blob $out/link");
           lib = mk "ansinix-unit-lib-%(pid)d" "echo ${data} > $out";
         in { inherit data lib; app = mk "ansinix-unit-app-%(pid)d" "echo ${lib} > $out"; }
     """ % {"pid": os.getpid()}))
