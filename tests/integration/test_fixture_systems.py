@@ -375,7 +375,7 @@ def test_packages_knob_shows_in_closure_diffs():
     assert re.search(r"^htop: ∅ → 3\.3\.0", proc.stdout, re.M), proc.stdout
     assert re.search(r"^nginx: 1\.24\.0 → 1\.26\.0", proc.stdout, re.M), proc.stdout
     assert "openssl" not in proc.stdout
-    assert sorted(os.listdir(upgraded + "/sw/bin")) == ["coreutils", "htop", "nginx", "openssl"]
+    assert sorted(os.listdir(upgraded + "/sw/bin")) == ["coreutils", "htop", "nginx", "openssl", "sh"]
 
 
 # -- building -------------------------------------------------------------------------------------

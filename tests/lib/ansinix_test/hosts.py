@@ -61,18 +61,16 @@ AcceptEnv LANG LC_*
 """
 
 # Runs inside the new mount namespace of a host (unshare made it private) and gives the host
-# its own view of the file system.
+# its own view of the file system. OWN_MOUNTS and OVERLAYS come from Host._layout().
 MOUNT_SCRIPT = r"""
 set -eu
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
-for d in $OWN_DIRS; do mkdir -p "/$d"; mount --bind "$HOST_DIR/$d" "/$d"; done
-for d in $OVERLAID_DIRS; do
-  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$HOST_DIR/$d.upper,workdir=$HOST_DIR/$d.work" "/$d"
+for m in $OWN_MOUNTS; do mkdir -p "/${m#*=}"; mount --bind "${m%%=*}" "/${m#*=}"; done
+for o in $OVERLAYS; do
+  target=${o%%=*}; rest=${o#*=}; upper=${rest%%:*}; work=${rest#*:}
+  mount -t overlay overlay -o "lowerdir=$target,upperdir=$upper,workdir=$work" "$target"
 done
-if [ "$HIDE_NIX" = 1 ]; then
-  mount -t overlay overlay -o "lowerdir=/usr/bin,upperdir=$HOST_DIR/usrbin.upper,workdir=$HOST_DIR/usrbin.work" /usr/bin
-fi
 mount --bind "$HOST_DIR/boot_id" /proc/sys/kernel/random/boot_id
 # Where the host asks the harness for a reboot (see TestHosts.serve_reboots).
 mkdir -p /var/lib/ansinix-harness
@@ -81,6 +79,20 @@ mount --bind "$HOST_DIR/harness" /var/lib/ansinix-harness
 mount -t tmpfs -o mode=0755 tmpfs "$STATE_ROOT"
 hostname "$HOST_NAME"
 """
+
+# What the test of a host without Nix runs to install it: the role's Nix installer stand-in. No
+# installer can download anything here; this one brings in the machine's Debian nix-bin, which the
+# host's /usr/bin hides (the harness left a copy of its commands beside this script).
+INSTALL_NIX_SCRIPT = """#!/bin/sh
+set -eu
+cp -a /var/lib/ansinix-harness/nix-bin/. /usr/bin/
+mkdir -p /nix/var/nix/profiles /nix/var/nix/gcroots
+echo "nix installed: $(nix-store --version)"
+"""
+INSTALL_NIX_COMMAND = "/var/lib/ansinix-harness/install-nix"
+
+# The file systems a machine's disks may hold a root or a /boot on (the kernel here has no vfat, no md).
+DISK_FS_TYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
 
 
 class HostError(RuntimeError):
@@ -210,6 +222,123 @@ class Host:
         self.dir = os.path.join(hosts.state_dir, "hosts", name)
         self.mnt_ns = os.path.join(hosts.ns_dir, name + ".mnt")
         self.uts_ns = os.path.join(hosts.ns_dir, name + ".uts")
+        # A machine: a host with disks, booted from one of its disks, into a rescue system, or into the
+        # OS it came with (the host's own dirs), the way a dedicated server is.
+        self.machine = bool(options.get("disks"))
+        self.disk_root = None  # (root device, boot device or None) when booted from its disks
+        self.rescue_keys = []  # root's authorized keys in the rescue system
+
+    # -- a machine's boot media -------------------------------------------------------------------
+
+    @property
+    def mode(self):
+        """What this host booted: "os" (its own dirs), "rescue" or "disk"."""
+        try:
+            with open(os.path.join(self.dir, "mode"), encoding="ascii") as f:
+                return f.read().strip() or "os"
+        except OSError:
+            return "os"
+
+    def _set_mode(self, mode):
+        with open(os.path.join(self.dir, "mode"), "w", encoding="ascii") as f:
+            f.write(mode + "\n")
+
+    def _sys_dir(self):
+        return {"rescue": os.path.join(self.dir, "rescue"), "disk": os.path.join(self.dir, "sysroot")}.get(self.mode, self.dir)
+
+    def _layout(self):
+        """(own dirs: name -> source, overlays: name -> (upper, work)) of this boot."""
+        base = self._sys_dir()
+        if self.mode == "disk":
+            own = {d: os.path.join(base, d) for d in OWN_DIRS}
+            if self.disk_root and self.disk_root[1]:
+                own["boot"] = os.path.join(self.dir, "sysboot")
+            work = os.path.join(base, ".ansinix-harness")
+            overlays = {d: (os.path.join(base, d), os.path.join(work, d + ".work")) for d in OVERLAID_DIRS}
+        else:
+            own = {d: os.path.join(base, d) for d in OWN_DIRS}
+            overlays = {d: (os.path.join(base, d + ".upper"), os.path.join(base, d + ".work")) for d in OVERLAID_DIRS}
+        if not self._nix_visible():
+            overlays["usr/bin"] = (os.path.join(base, "usrbin.upper"), os.path.join(base, "usrbin.work"))
+        return own, overlays
+
+    def _nix_visible(self):
+        return {"rescue": False, "disk": True}.get(self.mode, self.options.get("nix", True))
+
+    def etc_dir(self):
+        """The host's /etc upper dir as the harness sees it (while its file systems are reachable)."""
+        return self._layout()[1]["etc"][0]
+
+    def disks(self):
+        """The loop devices that are this machine's disks, attached on first use."""
+        devices = []
+        for index, mib in enumerate(self.options.get("disks") or []):
+            image = os.path.join(self.dir, "disk%d.img" % index)
+            if not os.path.exists(image):
+                with open(image, "wb") as f:
+                    f.truncate(int(mib) * 1048576)
+            attached = _run(["losetup", "-j", image, "-O", "NAME", "-n"]).stdout.split()
+            devices.append(attached[0] if attached else _run(["losetup", "-f", "--show", image]).stdout.strip())
+        return devices
+
+    def _detach_disks(self):
+        for index in range(len(self.options.get("disks") or [])):
+            image = os.path.join(self.dir, "disk%d.img" % index)
+            if os.path.exists(image):
+                for dev in _run(["losetup", "-j", image, "-O", "NAME", "-n"], check=False).stdout.split():
+                    _run(["partx", "-d", dev], check=False)
+                    _run(["losetup", "-d", dev], check=False)
+
+    def _block_devices(self):
+        """Every disk and partition of this machine, with its file system type, read as firmware would."""
+        found = []
+        for disk in self.disks():
+            # No GPT support in this kernel: read the partition table from user space, as the kernel would at boot.
+            _run(["partx", "-u", disk], check=False)
+            name = os.path.basename(disk)
+            parts = sorted(p for p in os.listdir("/sys/block/" + name) if p.startswith(name + "p"))
+            for dev in [disk] + ["/dev/" + p for p in parts]:
+                fstype = _run(["blkid", "-p", "-o", "value", "-s", "TYPE", dev], check=False).stdout.strip()
+                found.append((dev, fstype))
+        return found
+
+    def find_disk_root(self):
+        """(root device, separate /boot device or None) of an installed system on the disks, or None.
+
+        Like firmware and NixOS's stage 1: the file system holding /nix/var/nix/profiles/system is the
+        root; /boot is a directory of it, or the file system whose top holds loader/loader.conf."""
+        if shutil.which("btrfs"):
+            _run(["btrfs", "device", "scan"], check=False)
+        root = boot = None
+        for dev, fstype in self._block_devices():
+            if fstype not in DISK_FS_TYPES:
+                continue
+            probe = _run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                          'd=$(mktemp -d) && mount -o ro "$1" "$d" && '
+                          '{ [ -e "$d/nix/var/nix/profiles/system" ] && echo root; [ -f "$d/loader/loader.conf" ] && echo boot; true; }',
+                          "probe", dev], check=False).stdout.split()
+            if "root" in probe and root is None:
+                root = dev
+            elif "boot" in probe and boot is None:
+                boot = dev
+        return (root, boot) if root else None
+
+    def power_cycle(self, rescue_keys=None):
+        """What a reset does to a machine: every process killed, its file systems gone, then a boot into the
+        rescue system (with rescue_keys as root's authorized keys and a new host key), or from its disks,
+        or back into the OS it came with when the disks hold no system. Returns the new boot id."""
+        if not self.machine:
+            raise HostError("%s has no disks: only a machine (option disks) boots into a rescue system" % self.name)
+        self.stop()
+        if rescue_keys is not None:
+            shutil.rmtree(os.path.join(self.dir, "rescue"), ignore_errors=True)
+            self._set_mode("rescue")
+            self.rescue_keys = [k.strip() for k in rescue_keys]
+        else:
+            self.disk_root = self.find_disk_root()
+            self._set_mode("disk" if self.disk_root else "os")
+        self.start()
+        return self.boot_id()
 
     def __repr__(self):
         return "<Host %s %s>" % (self.name, self.address)
@@ -278,34 +407,51 @@ class Host:
 
     def _prepare_dirs(self):
         fresh = not os.path.isdir(self.dir)
-        for d in OWN_DIRS + ("harness",):
-            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
-        for d in OVERLAID_DIRS + ("usrbin",):
-            os.makedirs(os.path.join(self.dir, d + ".upper"), exist_ok=True)
-            os.makedirs(os.path.join(self.dir, d + ".work"), exist_ok=True)
-        os.chmod(os.path.join(self.dir, "root"), 0o700)
-        if not self.options.get("nix", True):
+        os.makedirs(os.path.join(self.dir, "harness"), exist_ok=True)
+        if self.mode == "disk":
+            self._mount_disk_root()
+        own, overlays = self._layout()
+        for path in own.values():
+            os.makedirs(path, exist_ok=True)
+        for upper, work in overlays.values():
+            os.makedirs(upper, exist_ok=True)
+            os.makedirs(work, exist_ok=True)
+        os.chmod(own["root"], 0o700)
+        if "usr/bin" in overlays:
+            nix_bin = os.path.join(self.dir, "harness", "nix-bin")
+            if not os.path.isdir(nix_bin):
+                os.makedirs(nix_bin)
+                _run(["sh", "-c", 'cp -a /usr/bin/nix* "$1"/', "copy", nix_bin])
             for entry in os.listdir("/usr/bin"):
-                whiteout = os.path.join(self.dir, "usrbin.upper", entry)
+                whiteout = os.path.join(overlays["usr/bin"][0], entry)
                 if entry.startswith("nix") and not os.path.exists(whiteout):
                     os.mknod(whiteout, 0o600 | 0o020000, os.makedev(0, 0))
-        etc = os.path.join(self.dir, "etc.upper")
+        install_nix = os.path.join(self.dir, "harness", "install-nix")
+        with open(install_nix, "w", encoding="utf-8") as f:
+            f.write(INSTALL_NIX_SCRIPT)
+        os.chmod(install_nix, 0o755)
+        etc = overlays["etc"][0]
         os.makedirs(os.path.join(etc, "ssh", "authorized_keys.harness"), exist_ok=True)
         os.makedirs(os.path.join(etc, "ssh", "authorized_keys.d"), exist_ok=True)
         os.makedirs(os.path.join(etc, "nix"), exist_ok=True)
         os.makedirs(os.path.join(etc, "sudoers.d"), exist_ok=True)
         key = os.path.join(etc, "ssh", "ssh_host_ed25519_key")
         if not os.path.exists(key):
+            # A new host key: a new host, a rescue system, or an installed system's first boot (as its sshd makes one).
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@" + self.name, "-f", key])
         with open(os.path.join(etc, "ssh", "sshd_config.harness"), "w", encoding="utf-8") as f:
             f.write(SSHD_CONFIG.format(name=self.name, address=self.address))
-        with open(self.hosts.ssh_key_path + ".pub", encoding="utf-8") as f:
-            pub = f.read()
-        for user in ("root", DEPLOY_USER):
+        if self.mode == "rescue":
+            authorized = {"root": "".join(k + "\n" for k in self.rescue_keys)}
+        else:
+            with open(self.hosts.ssh_key_path + ".pub", encoding="utf-8") as f:
+                pub = f.read()
+            authorized = {"root": pub, DEPLOY_USER: pub}
+        for user, keys in authorized.items():
             for sub in ("authorized_keys.harness", "authorized_keys.d"):
                 path = os.path.join(etc, "ssh", sub, user)
                 with open(path, "w", encoding="utf-8") as f:
-                    f.write(pub)
+                    f.write(keys)
                 os.chmod(path, 0o644)
         # No binary cache is reachable: an empty list keeps every nix call from waiting for one.
         with open(os.path.join(etc, "nix", "nix.conf"), "w", encoding="utf-8") as f:
@@ -322,13 +468,33 @@ class Host:
             f.write("127.0.0.1 localhost\n::1 localhost\n")
             for other in self.hosts.hosts.values():
                 f.write("%s %s\n" % (other.address, other.name))
-        if self.options.get("nixos", True):
-            with open(os.path.join(etc, "NIXOS"), "w", encoding="utf-8"):
-                pass
-        elif os.path.exists(os.path.join(etc, "NIXOS")):
-            os.unlink(os.path.join(etc, "NIXOS"))
+        # An installed system has /etc/NIXOS or not, as it was installed; a rescue system is no NixOS.
+        marker = os.path.join(etc, "NIXOS")
+        if self.mode != "disk":
+            if self.mode == "os" and self.options.get("nixos", True):
+                with open(marker, "w", encoding="utf-8"):
+                    pass
+            elif os.path.exists(marker):
+                os.unlink(marker)
         self._new_boot_id()
         return fresh
+
+    def _mount_disk_root(self):
+        """Mount the installed root (and /boot) where the harness sees them, until the host's namespace has them."""
+        if not self.disk_root:
+            self.disk_root = self.find_disk_root()
+            if not self.disk_root:
+                raise HostError("%s: no installed system on its disks %s" % (self.name, ", ".join(self.disks())))
+        for dev, where in zip(self.disk_root, ("sysroot", "sysboot")):
+            if dev:
+                path = os.path.join(self.dir, where)
+                os.makedirs(path, exist_ok=True)
+                if not _mounted(path):
+                    _run(["mount", dev, path])
+
+    def _unmount_disk_root(self):
+        for where in ("sysboot", "sysroot"):
+            _umount(os.path.join(self.dir, where))
 
     def _new_boot_id(self):
         with open(os.path.join(self.dir, "boot_id"), "w", encoding="ascii") as f:
@@ -356,11 +522,14 @@ class Host:
         for path in (self.mnt_ns, self.uts_ns):
             with open(path, "w", encoding="ascii"):
                 pass
+        own, overlays = self._layout()
         env = dict(os.environ, HOST_DIR=self.dir, HOST_NAME=self.name, STATE_ROOT=self.hosts.root,
-                   OWN_DIRS=" ".join(OWN_DIRS), OVERLAID_DIRS=" ".join(OVERLAID_DIRS),
-                   HIDE_NIX="0" if self.options.get("nix", True) else "1")
+                   OWN_MOUNTS=" ".join("%s=%s" % (src, d) for d, src in own.items()),
+                   OVERLAYS=" ".join("/%s=%s:%s" % (d, upper, work) for d, (upper, work) in overlays.items()))
         _run(["nsenter", "--net=/run/netns/" + self.netns, "unshare", "--mount=" + self.mnt_ns,
               "--uts=" + self.uts_ns, "--propagation", "private", "/bin/sh", "-c", MOUNT_SCRIPT], env=env)
+        # The host's namespace keeps the disks' file systems mounted; the machine needs them no more.
+        self._unmount_disk_root()
 
     def _users_up(self):
         script = (
@@ -440,7 +609,10 @@ class Host:
         return self.run("test -f /run/sshd.pid && kill -0 $(cat /run/sshd.pid)", check=False).returncode == 0
 
     def reboot(self):
-        """Restart the host: every process killed, fresh /run and /tmp, new boot id, default entry booted."""
+        """Restart the host: every process killed, fresh /run and /tmp, new boot id, default entry booted.
+        A machine goes through power_cycle(): its next boot may come from another root."""
+        if self.machine:
+            return self.power_cycle()
         _kill_namespaces(self.mnt_ns, "/run/netns/" + self.netns)
         self.run("umount -l /run && mount -t tmpfs -o mode=0755 tmpfs /run && "
                  "umount -l /tmp && mount -t tmpfs -o mode=1777 tmpfs /tmp")
@@ -459,8 +631,9 @@ class Host:
         _run(["ip", "link", "del", self.veth], check=False)
 
     def reset(self):
-        """Back to a fresh host: same name and address, empty store, new boot id."""
+        """Back to a fresh host: same name and address, empty store, new boot id (a machine: blank disks)."""
         self.stop()
+        self._detach_disks()
         shutil.rmtree(self.dir, ignore_errors=True)
         self.start()
         self.hosts.known_hosts_add(self)
@@ -533,14 +706,13 @@ class TestHosts:
             _run(["mount", "--make-private", self.ns_dir])
 
     def known_hosts_add(self, host):
-        key_file = os.path.join(host.dir, "etc.upper", "ssh", "ssh_host_ed25519_key.pub")
         lines = []
         if os.path.exists(self.known_hosts_path):
             with open(self.known_hosts_path, encoding="utf-8") as f:
                 lines = [line for line in f if not line.startswith(host.address + " ")]
-        if os.path.exists(key_file):
-            with open(key_file, encoding="utf-8") as f:
-                keytype, key = f.read().split()[:2]
+        pub = host.run("cat /etc/ssh/ssh_host_ed25519_key.pub", check=False).stdout.split()
+        if pub:
+            keytype, key = pub[:2]
             lines.append("%s %s %s\n" % (host.address, keytype, key))
         with open(self.known_hosts_path, "w", encoding="utf-8") as f:
             f.writelines(lines)
@@ -643,9 +815,10 @@ class TestHosts:
             thread.join()
 
     def stop(self):
-        """Remove every namespace, mount, link and process of this prefix, and its state."""
+        """Remove every namespace, mount, link, loop device and process of this prefix, and its state."""
         for host in self:
             host.stop()
+            host._detach_disks()  # pylint: disable=protected-access
         # Leftovers no registry knows of (a crash before it was written).
         for name in self._prefix_netns():
             _run(["ip", "netns", "del", name], check=False)
