@@ -1,0 +1,468 @@
+# -*- coding: utf-8 -*-
+# Copyright: ansinix.nixos contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A declarative disk layout for installing NixOS: GPT partitions, an ESP or a BIOS boot partition,
+RAID1 (mdadm, or btrfs's own), file systems, labels and mounts under an install root.
+
+The plan is made from the layout alone (pure functions below, unit tested); the module probes the
+disks, refuses to wipe any that holds a file system unless told to, and runs the plan.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+FILESYSTEMS = ("ext4", "xfs", "btrfs", "vfat", "swap", "none")
+# Longest label each file system takes (vfat labels are also upper-cased by mkfs.vfat).
+LABEL_LIMITS = {"ext4": 16, "xfs": 12, "btrfs": 255, "vfat": 11, "swap": 15, "none": 36}
+TYPE_CODES = {"bios": "ef02", "esp": "ef00", "linux": "8300", "swap": "8200", "raid": "fd00"}
+BIOS_BOOT_MIB = 1
+LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+SIZE_RE = re.compile(r"^(\d+)\s*([MGT]i?B?|[MGT])?$", re.I)
+
+
+class LayoutError(Exception):
+    """A layout that cannot be applied; the message says what to change."""
+
+
+def parse_size(value, what):
+    """MiB of a size like 512M, 8G, 1T, or None for the rest of the disk (100%, rest)."""
+    text = str(value).strip()
+    if text.lower() in ("100%", "rest"):
+        return None
+    match = SIZE_RE.match(text)
+    if not match:
+        raise LayoutError("%s: size %r is not a size like 512M, 8G or 1T, or 100%% for the rest of the disk" % (what, value))
+    number, unit = int(match.group(1)), (match.group(2) or "M")[0].upper()
+    mib = number * {"M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    if mib < 1:
+        raise LayoutError("%s: size %r is too small" % (what, value))
+    return mib
+
+
+def partition_path(disk, number):
+    """/dev/sda + 1 -> /dev/sda1; /dev/nvme0n1 + 1 -> /dev/nvme0n1p1 (a name ending in a digit takes a p)."""
+    return "%s%s%d" % (disk, "p" if disk[-1:].isdigit() else "", number)
+
+
+def normalize(params, efi_firmware):
+    """The module's options as a checked layout (a dict), or LayoutError naming what is wrong."""
+    disks = list(params.get("disks") or [])
+    if not disks:
+        raise LayoutError("disks is empty: list the whole disks to lay out, e.g. [/dev/nvme0n1, /dev/nvme1n1]")
+    for disk in disks:
+        if not str(disk).startswith("/dev/"):
+            raise LayoutError("disks: %r is not a device path like /dev/sda" % (disk,))
+    if len(set(disks)) != len(disks):
+        raise LayoutError("disks: %s is listed twice" % next(d for d in disks if disks.count(d) > 1))
+    boot = params.get("boot") or "auto"
+    if boot == "auto":
+        boot = "efi" if efi_firmware else "bios"
+    raid = params.get("raid") or "auto"
+    if raid == "auto":
+        raid = "mdadm" if len(disks) > 1 else "none"
+    if raid != "none" and len(disks) < 2:
+        raise LayoutError("raid=%s mirrors partitions across disks: give two disks or more, or raid=none" % raid)
+    if raid == "none" and len(disks) > 1:
+        raise LayoutError("%d disks and raid=none: every disk gets the same partitions, so say how to use them "
+                          "(raid=mdadm or raid=btrfs), or list one disk" % len(disks))
+    partitions = []
+    labels = set()
+    entries = params.get("partitions") or []
+    if not entries:
+        raise LayoutError("partitions is empty: give at least a root, e.g. [{label: root, size: 100%, fs: ext4, mount: /}]")
+    for index, entry in enumerate(entries):
+        what = "partitions[%d]" % index
+        if not isinstance(entry, dict):
+            raise LayoutError("%s must be a dictionary with label, size, fs and mount" % what)
+        unknown = set(entry) - {"label", "size", "fs", "mount", "mount_options"}
+        if unknown:
+            raise LayoutError("%s: unknown key(s) %s; the keys are label, size, fs, mount, mount_options"
+                              % (what, ", ".join(sorted(unknown))))
+        label = str(entry.get("label") or "")
+        fs = entry.get("fs", "ext4")
+        if not LABEL_RE.match(label):
+            raise LayoutError("%s: label %r must be letters, digits, - or _ (it names the partition and its file system)" % (what, label))
+        if label in labels or label.upper() in ("ESP", "BIOS"):
+            raise LayoutError("%s: label %s is %s" % (what, label, "used twice" if label in labels else "reserved for the boot partition"))
+        labels.add(label)
+        if fs not in FILESYSTEMS:
+            raise LayoutError("%s: fs %r is not one of %s" % (what, fs, ", ".join(FILESYSTEMS)))
+        if len(label) > LABEL_LIMITS[fs]:
+            raise LayoutError("%s: label %s is longer than %s takes (%d characters)" % (what, label, fs, LABEL_LIMITS[fs]))
+        size = parse_size(entry.get("size", "100%"), what)
+        if size is None and index != len(entries) - 1:
+            raise LayoutError("%s: only the last partition can take the rest of the disk (100%%)" % what)
+        mount = entry.get("mount")
+        if mount is not None:
+            mount = str(mount)
+            if fs in ("swap", "none"):
+                raise LayoutError("%s: a %s partition has no mount point; drop mount" % (what, fs))
+            if not mount.startswith("/") or "/.." in mount or "//" in mount:
+                raise LayoutError("%s: mount %r must be an absolute path like / or /srv" % (what, mount))
+        if raid == "btrfs" and fs not in ("btrfs", "swap", "none"):
+            raise LayoutError("%s: raid=btrfs mirrors btrfs file systems only; use fs=btrfs here, or raid=mdadm" % what)
+        options = entry.get("mount_options") or []
+        if not isinstance(options, list):
+            raise LayoutError("%s: mount_options must be a list like [noatime]" % what)
+        partitions.append({"label": label, "size_mib": size, "fs": fs, "mount": mount, "mount_options": [str(o) for o in options]})
+    mounts = [p["mount"] for p in partitions if p["mount"]]
+    if "/" not in mounts:
+        raise LayoutError("no partition is mounted at /: give the root file system mount: /")
+    if len(set(mounts)) != len(mounts):
+        raise LayoutError("mount point %s is used twice" % next(m for m in mounts if mounts.count(m) > 1))
+    if boot == "efi" and "/boot" in mounts:
+        raise LayoutError("boot=efi mounts the ESP at /boot; drop the partition mounted at /boot")
+    return {
+        "disks": disks, "boot": boot, "raid": raid, "partitions": partitions,
+        "esp_mib": parse_size(params.get("esp_size") or "512M", "esp_size") if boot == "efi" else None,
+    }
+
+
+def _boot_partition(layout):
+    if layout["boot"] == "efi":
+        return {"label": "ESP", "size_mib": layout["esp_mib"], "type": "esp"}
+    if layout["boot"] == "bios":
+        return {"label": "BIOS", "size_mib": BIOS_BOOT_MIB, "type": "bios"}
+    return None
+
+
+def partition_table(layout):
+    """Every disk's GPT, in order: (number, partition name, size in MiB or None, type code)."""
+    table = []
+    boot = _boot_partition(layout)
+    if boot:
+        table.append((boot["label"], boot["size_mib"], TYPE_CODES[boot["type"]]))
+    for part in layout["partitions"]:
+        if layout["raid"] == "mdadm" and part["fs"] != "none":
+            code = TYPE_CODES["raid"]
+        else:
+            code = TYPE_CODES["swap"] if part["fs"] == "swap" else TYPE_CODES["linux"]
+        table.append((part["label"], part["size_mib"], code))
+    return [(number, name, size, code) for number, (name, size, code) in enumerate(table, start=1)]
+
+
+def _numbers(layout):
+    return {name: number for number, name, _size, _code in partition_table(layout)}
+
+
+def volumes(layout):
+    """Each partition of the layout as the device(s) its file system goes on.
+
+    [{label, fs, mount, mount_options, devices (what mkfs gets), device (what mount gets), md (mdadm array or None)}]"""
+    numbers = _numbers(layout)
+    result = []
+    for part in layout["partitions"]:
+        members = [partition_path(disk, numbers[part["label"]]) for disk in layout["disks"]]
+        md = None
+        if layout["raid"] == "mdadm" and part["fs"] != "none":
+            md = "/dev/md/%s" % part["label"]
+            devices = [md]
+        elif layout["raid"] == "btrfs" and part["fs"] == "btrfs":
+            devices = members  # one file system over every disk's partition
+        elif part["fs"] == "swap":
+            devices = members  # with raid=btrfs: a swap partition on each disk
+        else:
+            devices = members[:1]
+        result.append(dict(part, members=members, devices=devices, device=devices[0], md=md))
+    return result
+
+
+def esp_devices(layout):
+    if layout["boot"] != "efi":
+        return []
+    return [partition_path(disk, 1) for disk in layout["disks"]]
+
+
+def plan(layout, root, wipe_devices=(), stop_arrays=()):
+    """The commands that lay the disks out from scratch and mount the result under root, in order."""
+    steps = []
+    for array in stop_arrays:
+        steps.append(["mdadm", "--stop", array])
+    for device in wipe_devices:
+        steps.append(["wipefs", "--all", "--force", device])
+    for disk in layout["disks"]:
+        argv = ["sgdisk", "--zap-all", disk]
+        steps.append(argv)
+        argv = ["sgdisk"]
+        for number, name, size, code in partition_table(layout):
+            argv += ["-n", "%d:0:%s" % (number, "+%dM" % size if size else "0"), "-t", "%d:%s" % (number, code),
+                     "-c", "%d:%s" % (number, name)]
+        steps.append(argv + [disk])
+        # The kernel's view of the new table (partprobe's job; also where the kernel cannot read GPT itself).
+        steps.append(["partx", "--update", disk])
+    for vol in volumes(layout):
+        if vol["md"]:
+            steps.append(["mdadm", "--create", vol["md"], "--run", "--level=1",
+                          "--raid-devices=%d" % len(vol["members"]), "--homehost=any", "--name=%s" % vol["label"]] + vol["members"])
+        steps.extend(mkfs(vol))
+    for device in esp_devices(layout):
+        steps.append(["mkfs.vfat", "-F", "32", "-n", "ESP", device])
+    steps.extend(mount_steps(layout, root))
+    return steps
+
+
+def mkfs(vol):
+    fs, label, devices = vol["fs"], vol["label"], vol["devices"]
+    if fs == "ext4":
+        return [["mkfs.ext4", "-q", "-F", "-L", label, devices[0]]]
+    if fs == "xfs":
+        return [["mkfs.xfs", "-q", "-f", "-L", label, devices[0]]]
+    if fs == "btrfs":
+        raid = ["-d", "raid1", "-m", "raid1"] if len(devices) > 1 else []
+        return [["mkfs.btrfs", "-q", "-f", "-L", label] + raid + devices]
+    if fs == "vfat":
+        return [["mkfs.vfat", "-F", "32", "-n", label.upper(), devices[0]]]
+    if fs == "swap":
+        return [["mkswap", "-L", label if len(devices) == 1 else "%s%d" % (label, i), dev] for i, dev in enumerate(devices)]
+    return []
+
+
+def mount_points(layout):
+    """(mount point, device, fs, options) under the installed system's root, parents first."""
+    points = [(vol["mount"], vol["device"], vol["fs"], vol["mount_options"]) for vol in volumes(layout) if vol["mount"]]
+    if layout["boot"] == "efi":
+        points.append(("/boot", esp_devices(layout)[0], "vfat", ["umask=0077"]))
+    return sorted(points, key=lambda p: (p[0].rstrip("/").count("/"), p[0]))
+
+
+def mount_steps(layout, root):
+    steps = []
+    for point, device, fs, options in mount_points(layout):
+        target = os.path.join(root, point.lstrip("/")).rstrip("/") or "/"
+        steps.append(["mkdir", "-p", target])
+        argv = ["mount", "-t", fs]
+        if options:
+            argv += ["-o", ",".join(options)]
+        steps.append(argv + [device, target])
+    return steps
+
+
+def hardware(layout):
+    """What a NixOS configuration needs to boot from this layout, by label (udev makes the links at boot)."""
+    file_systems = {}
+    for point, _device, fs, options in mount_points(layout):
+        if point == "/boot" and layout["boot"] == "efi":
+            file_systems[point] = {"device": "/dev/disk/by-partlabel/ESP", "fsType": "vfat", "options": options}
+            continue
+        vol = next(v for v in volumes(layout) if v["mount"] == point)
+        file_systems[point] = {"device": "/dev/disk/by-label/%s" % (vol["label"].upper() if fs == "vfat" else vol["label"]),
+                               "fsType": fs, "options": options}
+    swaps = []
+    for vol in volumes(layout):
+        if vol["fs"] == "swap":
+            swaps += [{"device": "/dev/disk/by-label/%s" % (vol["label"] if len(vol["devices"]) == 1 else "%s%d" % (vol["label"], i))}
+                      for i in range(len(vol["devices"]))]
+    return {
+        "boot": layout["boot"],
+        "raid": layout["raid"],
+        "disks": layout["disks"],
+        # For boot.loader.grub.devices (BIOS) or boot.loader.grub.mirroredBoots / systemd-boot (EFI).
+        "grub_devices": layout["disks"] if layout["boot"] == "bios" else [],
+        "esp_devices": esp_devices(layout),
+        "file_systems": file_systems,
+        "swap_devices": swaps,
+        "mdadm_arrays": [v["md"] for v in volumes(layout) if v["md"]],
+    }
+
+
+def applied(layout, probe):
+    """True when the disks already carry this layout: every disk's partition names in order and every file
+    system's type and label, as probe(device) -> {blkid key: value} reports them."""
+    for disk in layout["disks"]:
+        for number, name, _size, _code in partition_table(layout):
+            if probe(partition_path(disk, number)).get("PART_ENTRY_NAME") != name:
+                return False
+    for vol in volumes(layout):
+        if vol["fs"] in ("none", "swap"):
+            continue
+        info = probe(vol["device"])
+        want_label = vol["label"].upper() if vol["fs"] == "vfat" else vol["label"]
+        if info.get("TYPE") != vol["fs"] or info.get("LABEL") != want_label:
+            return False
+    return True
+
+
+def command_line(argv):
+    return " ".join(a if re.match(r"^[A-Za-z0-9_./:=+,@%-]+$", a) else "'%s'" % a.replace("'", "'\\''") for a in argv)
+
+
+# -- on the host ---------------------------------------------------------------------------------
+
+PACKAGES = {"sgdisk": "gdisk", "partx": "util-linux", "wipefs": "util-linux", "blkid": "util-linux",
+            "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs", "mkfs.btrfs": "btrfs-progs", "btrfs": "btrfs-progs",
+            "mkfs.vfat": "dosfstools", "mkswap": "util-linux", "mdadm": "mdadm"}
+
+
+class Disks:
+    """Probes and changes the host's disks for one layout; every failure is a LayoutError."""
+
+    def __init__(self, module, layout, root, wipe):
+        self.module = module
+        self.layout = layout
+        self.root = root
+        self.wipe = wipe
+
+    def run(self, argv, check=True):
+        rc, out, err = self.module.run_command(argv)
+        if check and rc != 0:
+            raise LayoutError("%s failed (exit %d): %s" % (command_line(argv), rc, (err or out).strip().splitlines()[-1:] or ""))
+        return rc, out
+
+    def probe(self, device):
+        """blkid's low-level view of a device ({} when it does not exist or holds nothing)."""
+        if not os.path.exists(device):
+            return {}
+        rc, out = self.run(["blkid", "-p", "-o", "export", device], check=False)
+        if rc != 0:
+            return {}
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def current_devices(self, disk):
+        """The disk and the partitions the kernel knows of it now."""
+        name = os.path.basename(os.path.realpath(disk))
+        try:
+            parts = sorted(p for p in os.listdir("/sys/block/%s" % name) if p.startswith(name))
+        except OSError:
+            raise LayoutError("%s is not a disk on this host (no /sys/block/%s); see lsblk for the disks it has" % (disk, name))
+        return [disk] + ["/dev/%s" % p for p in parts]
+
+    def check_tools(self):
+        needed = {"sgdisk", "partx", "wipefs", "blkid"}
+        for vol in volumes(self.layout):
+            needed.add({"ext4": "mkfs.ext4", "xfs": "mkfs.xfs", "btrfs": "mkfs.btrfs", "vfat": "mkfs.vfat",
+                        "swap": "mkswap", "none": "blkid"}[vol["fs"]])
+            if vol["md"]:
+                needed.add("mdadm")
+        if self.layout["boot"] == "efi":
+            needed.add("mkfs.vfat")
+        missing = sorted(tool for tool in needed if not self.module.get_bin_path(tool))
+        if missing:
+            raise LayoutError("this host lacks %s: install %s first" % (", ".join(missing), " ".join(sorted({PACKAGES[t] for t in missing}))))
+        with open("/proc/filesystems", encoding="ascii") as f:
+            known = f.read().split()
+        wanted = {p[2] for p in mount_points(self.layout)}
+        for fs in sorted(wanted - set(known)):
+            # A driver built as a module is loaded on the first mount; try before anything is wiped.
+            self.run(["modprobe", fs], check=False)
+            with open("/proc/filesystems", encoding="ascii") as f:
+                if fs not in f.read().split():
+                    raise LayoutError("this kernel cannot mount %s (not in /proc/filesystems, modprobe %s failed)%s"
+                                      % (fs, fs, "; use boot=bios" if fs == "vfat" else ""))
+        if any(vol["md"] for vol in volumes(self.layout)) and not os.path.exists("/proc/mdstat"):
+            self.run(["modprobe", "md_mod"], check=False)
+            if not os.path.exists("/proc/mdstat"):
+                raise LayoutError("raid=mdadm needs the kernel's md driver and /proc/mdstat is missing (modprobe md_mod failed); "
+                                  "use raid=btrfs with fs=btrfs instead")
+
+    def in_use(self, devices):
+        """(device, where) for each of these devices that is mounted, swapped on or part of a running array."""
+        busy = []
+        real = {os.path.realpath(d): d for d in devices}
+        with open("/proc/mounts", encoding="utf-8") as f:
+            for line in f:
+                source, target = line.split()[:2]
+                if os.path.realpath(source) in real:
+                    busy.append((real[os.path.realpath(source)], "mounted at %s" % target))
+        with open("/proc/swaps", encoding="utf-8") as f:
+            for line in f.readlines()[1:]:
+                if os.path.realpath(line.split()[0]) in real:
+                    busy.append((real[os.path.realpath(line.split()[0])], "used as swap"))
+        return busy
+
+    def running_arrays(self, devices):
+        """md arrays that have any of these devices as a member."""
+        names = {os.path.basename(os.path.realpath(d)) for d in devices}
+        arrays = []
+        try:
+            with open("/proc/mdstat", encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("md") and " : " in line:
+                        members = {m.split("[")[0] for m in line.split()[4:]}
+                        if members & names:
+                            arrays.append("/dev/" + line.split()[0])
+        except OSError:
+            pass
+        return arrays
+
+    def signatures(self, devices):
+        """(device, what) for every file system, swap, RAID member or other signature on these devices."""
+        found = []
+        for device in devices:
+            info = self.probe(device)
+            if info.get("TYPE"):
+                label = " labelled %s" % info["LABEL"] if info.get("LABEL") else ""
+                found.append((device, "%s%s" % (info["TYPE"], label)))
+        return found
+
+    def mount_missing(self):
+        """Mount what is not mounted yet under root; the steps it ran."""
+        steps = []
+        mounted = set()
+        with open("/proc/mounts", encoding="utf-8") as f:
+            mounted = {line.split()[1] for line in f}
+        if self.layout["raid"] == "btrfs":
+            steps.append(["btrfs", "device", "scan"])
+        if self.layout["raid"] == "mdadm" and any(not os.path.exists(v["md"]) for v in volumes(self.layout) if v["md"]):
+            steps.append(["mdadm", "--assemble", "--scan"])
+        for step in mount_steps(self.layout, self.root):
+            if step[0] == "mount" and step[-1] in mounted:
+                continue
+            if step[0] == "mkdir" and os.path.isdir(step[-1]):
+                continue
+            steps.append(step)
+        return steps
+
+    def apply(self, check_mode):
+        """Lay out (or only mount) the disks; returns the result the module reports."""
+        self.check_tools()
+        if self.layout["raid"] == "btrfs" and not check_mode:
+            self.run(["btrfs", "device", "scan"], check=False)
+        devices = [d for disk in self.layout["disks"] for d in self.current_devices(disk)]
+        already = applied(self.layout, self.probe)
+        wiped = []
+        if already:
+            steps = self.mount_missing()
+            if steps == [["btrfs", "device", "scan"]]:
+                steps = []
+        else:
+            busy = self.in_use(devices)
+            if busy:
+                raise LayoutError("%s is %s: unmount it (and swapoff) before laying out %s"
+                                  % (busy[0][0], busy[0][1], ", ".join(self.layout["disks"])))
+            found = self.signatures(devices)
+            if found and not self.wipe:
+                raise LayoutError("refusing to wipe %s: %s. Nothing was changed. If its data may go, set wipe=true "
+                                  "(the roles' nixos_wipe_disks: true)"
+                                  % (", ".join(self.layout["disks"]), "; ".join("%s holds %s" % f for f in found)))
+            arrays = self.running_arrays(devices)
+            wiped = [d for d, _what in found]
+            steps = plan(self.layout, self.root, wipe_devices=sorted(set(wiped), key=devices.index, reverse=True),
+                         stop_arrays=arrays)
+        if not check_mode:
+            for step in steps:
+                self.run(step)
+                if step[0] == "partx":
+                    self.wait_for_partitions(step[-1])
+        return {
+            "changed": bool(steps),
+            "laid_out": not already,
+            "plan": [command_line(s) for s in steps],
+            "wiped": wiped,
+            "hardware": hardware(self.layout),
+            "layout": self.layout,
+        }
+
+    def wait_for_partitions(self, disk):
+        """Partition device nodes appear when udev (or devtmpfs) makes them."""
+        if self.module.get_bin_path("udevadm"):
+            self.run(["udevadm", "settle", "--timeout=30"], check=False)
+        wanted = [partition_path(disk, number) for number, _n, _s, _c in partition_table(self.layout)]
+        for _attempt in range(100):
+            if all(os.path.exists(p) for p in wanted):
+                return
+            time.sleep(0.1)
+        raise LayoutError("the partitions of %s did not appear (%s missing) after partitioning"
+                          % (disk, ", ".join(p for p in wanted if not os.path.exists(p))))
