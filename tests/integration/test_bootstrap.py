@@ -1,0 +1,223 @@
+"""Bootstrapping NixOS: the rescue_install role on test machines with loop-device disks, reset into a
+rescue system through the fake Hetzner Robot and Cloud APIs, and the infect role on a Debian host."""
+import json
+import os
+
+import pytest
+
+from ansinix_test import REPO_ROOT
+from ansinix_test.fakehetzner import CLOUD_TOKEN, ROBOT_PASSWORD, ROBOT_USER, FakeHetzner
+from ansinix_test.hosts import INSTALL_NIX_COMMAND, REBOOT_COMMAND
+from ansinix_test.systems import FIXTURES_DIR
+
+BOOTSTRAP = os.path.join(REPO_ROOT, "playbooks", "bootstrap.yml")
+BIOS_BOOT_TYPE = "21686148-6449-6e6f-744e-656564454649"
+
+# A fleet whose configurations import the facts the roles write (hosts/NAME/hardware.json) and carry them
+# in their /etc, so a test can read what the installed system was built with.
+CONFIGURATION = """\
+{ args ? { } }:
+let
+  system = name: {
+    config.system.build.toplevel = import %(system)s {
+      inherit name;
+      etcFiles."ansinix/hardware.json" = builtins.readFile (./hosts + "/${name}/hardware.json");
+    };
+  };
+in
+{ nixosConfigurations = builtins.listToAttrs (map (name: { inherit name; value = system name; }) [ "bm1" "bm2" "deb1" ]); }
+"""
+
+
+@pytest.fixture
+def fleet_dir(tmp_path):
+    (tmp_path / "default.nix").write_text(CONFIGURATION % {"system": os.path.join(FIXTURES_DIR, "system.nix")})
+    return tmp_path
+
+
+def machine(fresh_hosts, name, disks):
+    """A machine that runs a Debian (no Nix, no /etc/NIXOS) and has blank disks of these sizes (MiB)."""
+    host, = fresh_hosts(name, **{name: {"disks": disks, "system": None, "nix": False, "nixos": False}})
+    return host
+
+
+def inventory(tmp_path, testhosts, name, **hostvars):
+    base = {
+        "nixos_nix_install_command": INSTALL_NIX_COMMAND, "nixos_reboot_command": REBOOT_COMMAND,
+        "nixos_known_hosts_file": testhosts.known_hosts_path, "nixos_reboot_timeout": 120, "nixos_rescue_timeout": 120,
+    }
+    base.update(hostvars)
+    path = tmp_path / ("%s-vars.yml" % name)
+    path.write_text(json.dumps({"all": {"hosts": {name: base}}}))
+    return ["-i", testhosts.inventory_path, "-i", str(path), "-l", name]
+
+
+def harness_key(testhosts):
+    with open(testhosts.ssh_key_path + ".pub", encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def layout(disks, **extra):
+    value = {"disks": disks, "boot": "bios", "raid": "btrfs", "partitions": [{"label": "root", "fs": "btrfs", "mount": "/"}]}
+    value.update(extra)
+    return value
+
+
+def assert_installed(host, fleet_dir, disks_expected):
+    """The machine booted from its disks the system the role built with the facts it gathered."""
+    assert host.mode == "disk" and host.disk_root[0] in disks_expected
+    system = host.readlink("/run/current-system")
+    assert system and system.endswith("-nixos-system-%s-1" % host.name)
+    assert host.readlink("/run/booted-system") == system
+    assert host.generation() == 1 and host.readlink("/nix/var/nix/profiles/system-1-link") == system
+    assert host.exists("/etc/NIXOS")
+    # The boot loader was installed in the chroot of the new root, for this system.
+    log = host.read_file("/boot/loader/ansinix-bootloader.log").splitlines()
+    assert log == [log[0]] and log[0].endswith(" boot %s install_bootloader=1" % system)
+    assert host.read_file("/var/lib/ansinix/installed-system").strip() == system
+    # The configuration was built with the facts the role wrote.
+    facts = json.loads((fleet_dir / "hosts" / host.name / "hardware.json").read_text())
+    assert json.loads(host.read_file("/etc/static/ansinix/hardware.json")) == facts
+    assert facts["network"]["ipv4"]["address"] == host.address and facts["network"]["interface"] == "eth0"
+    return system, facts
+
+
+def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    host = machine(fresh_hosts, "bm1", [700, 700])
+    disks = host.disks()
+    boot_id = host.boot_id()
+    with FakeHetzner() as api:
+        server = api.robot.add_server(name="bm1")
+        key = api.robot.add_key("harness", harness_key(testhosts))
+        booted = []
+
+        def on_reset(kind, srv, rescue):
+            booted.append((kind, srv["server_number"], rescue and rescue["authorized_keys"]))
+            host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
+        api.on_reset = on_reset
+        args = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="robot",
+                         nixos_rescue_server=str(server["server_number"]), nixos_rescue_ssh_keys=[key["fingerprint"]],
+                         nixos_hetzner_robot={"endpoint": api.robot_url, "user": ROBOT_USER, "password": ROBOT_PASSWORD},
+                         nixos_disks=layout(disks))
+        with testhosts.serve_reboots():
+            run = run_playbook(BOOTSTRAP, args=args)
+        assert run.rc == 0, str(run)
+        assert booted == [("robot", server["server_number"], [harness_key(testhosts)])]
+        assert api.robot.resets == [(server["server_number"], "hw")]
+        assert not api.robot.rescue[server["server_number"]]["active"]  # one-shot: the boot into it ended it
+    assert host.boot_id() != boot_id
+    parts = [d + "p2" for d in disks]
+    system, facts = assert_installed(host, fleet_dir, parts)
+    # RAID1 across both disks' second partitions, a BIOS boot partition first on each.
+    assert "Data, RAID1" in host.run("btrfs filesystem df /").stdout
+    for disk in disks:
+        probe = host.run("blkid -p -o export %sp1" % disk).stdout
+        assert "PART_ENTRY_TYPE=%s" % BIOS_BOOT_TYPE in probe and "PART_ENTRY_NAME=BIOS" in probe
+    assert facts["hardware"]["file_systems"]["/"] == {"device": "/dev/disk/by-label/root", "fsType": "btrfs", "options": []}
+    assert facts["hardware"]["grub_devices"] == disks and facts["hardware"]["raid"] == "btrfs"
+    # The new system's host key was trusted before its first boot: the harness checks host keys strictly.
+    pub = host.read_file("/etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+    with open(testhosts.known_hosts_path, encoding="utf-8") as f:
+        assert [line.split()[2] for line in f if line.startswith(host.address + " ")] == [pub]
+    assert host.ssh(["readlink", "/run/current-system"]).stdout.strip() == system
+
+    # Again: the host runs NixOS, so nothing happens at all (no API call, no reset, no wipe).
+    boot_id = host.boot_id()
+    with FakeHetzner() as api:
+        again = run_playbook(BOOTSTRAP, args=args)
+        assert again.rc == 0, str(again)
+        assert api.requests == []
+    assert again.changed() == {"bm1": 0}
+    assert host.boot_id() == boot_id and host.generation() == 1
+
+
+def test_rescue_install_through_cloud_on_one_disk(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    host = machine(fresh_hosts, "bm2", [600])
+    disk, = host.disks()
+    with FakeHetzner() as api:
+        server = api.cloud.add_server(name="bm2")
+        api.cloud.add_ssh_key("harness", harness_key(testhosts))
+        api.on_reset = lambda kind, srv, rescue: host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
+        args = inventory(tmp_path, testhosts, "bm2", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="cloud",
+                         nixos_rescue_server="bm2", nixos_rescue_ssh_keys=["harness"],
+                         nixos_hetzner_cloud={"endpoint": api.cloud_url, "token": CLOUD_TOKEN},
+                         nixos_disks={"disks": [disk], "boot": "bios",
+                                      "partitions": [{"label": "swap", "size": "64M", "fs": "swap"},
+                                                     {"label": "nixos", "fs": "ext4", "mount": "/"}]})
+        with testhosts.serve_reboots():
+            run = run_playbook(BOOTSTRAP, args=args)
+        assert run.rc == 0, str(run)
+        assert api.cloud.resets == [(server["id"], "reset")]
+        assert not api.cloud.server(server["id"])["rescue_enabled"]
+    _system, facts = assert_installed(host, fleet_dir, [disk + "p3"])
+    assert host.run("blkid -p -o export %sp2" % disk).stdout.count("TYPE=swap") == 1
+    assert facts["hardware"]["swap_devices"] == [{"device": "/dev/disk/by-label/swap"}]
+    assert facts["hardware"]["file_systems"]["/"]["fsType"] == "ext4"
+
+
+def test_interlock_refuses_a_disk_with_a_file_system(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    host = machine(fresh_hosts, "bm1", [300, 300])
+    disks = host.disks()
+    host.run("mkfs.ext4 -q -F -L precious %s && blkid -p -o value -s LABEL %s" % (disks[1], disks[1]))
+    # Booted into a rescue system already (nixos_rescue_api none), as after ordering one by hand.
+    host.power_cycle(rescue_keys=[harness_key(testhosts)])
+    args = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="none",
+                     nixos_disks=layout(disks))
+    plan = run_playbook(BOOTSTRAP, args=args + ["--check"])
+    assert plan.rc == 2, str(plan)
+    refused = plan.result("Partition, format and mount the disks", "bm1")
+    assert refused["msg"].startswith("refusing to wipe %s: %s holds ext4 labelled precious." % (", ".join(disks), disks[1]))
+    run = run_playbook(BOOTSTRAP, args=args)
+    assert run.rc != 0 and run.result("Partition, format and mount the disks", "bm1")["msg"] == refused["msg"]
+    assert "Traceback" not in run.stdout + run.stderr
+    # Nothing changed: the file system is there, the other disk is still blank, Nix was not even installed.
+    assert host.run("blkid -p -o value -s LABEL %s" % disks[1]).stdout.strip() == "precious"
+    assert host.run("blkid -p %s" % disks[0], check=False).returncode == 2
+    assert not host.exists("/usr/bin/nix-store")
+
+    # With wipe allowed, check mode shows the plan and still changes nothing.
+    wipe = args + ["-e", "nixos_wipe_disks=true"]
+    plan = run_playbook(BOOTSTRAP, args=wipe + ["--check"])
+    assert plan.rc == 0, str(plan)
+    steps = plan.result("Partition, format and mount the disks", "bm1")["plan"]
+    assert steps[0] == "wipefs --all --force %s" % disks[1]
+    assert "mkfs.btrfs -q -f -L root -d raid1 -m raid1 %sp2 %sp2" % tuple(disks) in steps
+    assert host.run("blkid -p -o value -s LABEL %s" % disks[1]).stdout.strip() == "precious"
+
+
+def test_infect_converts_a_debian_host(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    host, = fresh_hosts("deb1", deb1={"system": None, "nix": False, "nixos": False})
+    host.run("mkdir -p /boot/grub && echo 'old grub' > /boot/grub/grub.cfg && echo 'nameserver 10.0.0.53' > /etc/resolv.conf")
+    key_before = host.read_file("/etc/ssh/ssh_host_ed25519_key.pub")
+    args = inventory(tmp_path, testhosts, "deb1", nixos_file=str(fleet_dir / "default.nix"), nixos_bootstrap="infect")
+    with testhosts.serve_reboots():
+        run = run_playbook(BOOTSTRAP, args=args)
+    assert run.rc == 0, str(run)
+    system = host.readlink("/run/current-system")
+    assert system.endswith("-nixos-system-deb1-1") and host.readlink("/run/booted-system") == system
+    assert host.generation() == 1 and host.exists("/etc/NIXOS")
+    lustrate = host.read_file("/etc/NIXOS_LUSTRATE").splitlines()
+    assert "etc/ssh/ssh_host_ed25519_key" in lustrate and "etc/resolv.conf" in lustrate
+    assert all(host.exists("/" + path) for path in lustrate)
+    assert host.read_file("/boot.bak/grub/grub.cfg") == "old grub\n" and not host.exists("/boot/grub")
+    log = host.read_file("/boot/loader/ansinix-bootloader.log").splitlines()
+    assert len(log) == 1 and log[0].endswith(" boot %s install_bootloader=1" % system)
+    # Same host key: the controller keeps checking it.
+    assert host.read_file("/etc/ssh/ssh_host_ed25519_key.pub") == key_before
+    facts = json.loads((fleet_dir / "hosts" / "deb1" / "hardware.json").read_text())
+    assert json.loads(host.read_file("/etc/static/ansinix/hardware.json")) == facts
+
+    boot_id = host.boot_id()
+    again = run_playbook(BOOTSTRAP, args=args)
+    assert again.rc == 0, str(again)
+    assert again.changed() == {"deb1": 0}
+    assert host.boot_id() == boot_id and host.generation() == 1
+
+
+def test_bootstrap_roles_refuse_bad_variables(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    host = machine(fresh_hosts, "bm1", [100])
+    args = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="robotic",
+                     nixos_disks=layout(host.disks()))
+    run = run_playbook(BOOTSTRAP, args=args)
+    assert run.rc != 0
+    assert "nixos_rescue_api" in run.stdout and "Traceback" not in run.stdout + run.stderr
