@@ -674,7 +674,8 @@ class FakeHetzner:
                 if parts[0] == "reset" and server is not None:
                     if method == "GET":
                         return 200, {"reset": {"server_ip": server["server_ip"], "server_ipv6_net": server["server_ipv6_net"],
-                                               "server_number": number, "type": ["sw", "hw", "man", "power", "power_long"], "operating_status": "not supported"}}
+                                               "server_number": number, "type": ["sw", "hw", "man", "power", "power_long"],
+                                               "operating_status": "not supported"}}
                     if method == "POST":
                         kind = (request.form.get("type") or [""])[0]
                         if kind not in ("sw", "hw", "man", "power", "power_long"):
