@@ -328,9 +328,11 @@ class CloudClient(_Client):
                 raise self._malformed(what, "a next page after %d (it named %r)" % (page, next_page))
             page = next_page
 
-    def servers(self, label_selector=None, status=None):
-        """All servers, narrowed by the API to a label selector and statuses when given."""
+    def servers(self, label_selector=None, status=None, name=None):
+        """All servers, narrowed by the API to a label selector, statuses and a name when given."""
         params = {}
+        if name:
+            params["name"] = name
         if label_selector:
             params["label_selector"] = label_selector
         if status:
@@ -343,6 +345,10 @@ class CloudClient(_Client):
     def networks(self):
         return self.paginated("/networks", "networks")
 
+    def ssh_keys(self):
+        """The project's SSH keys: id, name, fingerprint, public_key, labels."""
+        return self.paginated("/ssh_keys", "ssh_keys")
+
     def enable_rescue(self, server_id, ssh_keys=(), rescue_type="linux64"):
         """Boots into rescue at the next reboot. Returns {root_password, action}; never log the password."""
         data = {"type": rescue_type}
@@ -354,7 +360,19 @@ class CloudClient(_Client):
         return self.request_object("POST", "/servers/%d/actions/disable_rescue" % int(server_id), "action")
 
     def reset(self, server_id):
+        """A hard reset, like pressing the reset button."""
         return self.request_object("POST", "/servers/%d/actions/reset" % int(server_id), "action")
+
+    def reboot(self, server_id):
+        """A soft reboot: the operating system is asked to restart (ACPI)."""
+        return self.request_object("POST", "/servers/%d/actions/reboot" % int(server_id), "action")
+
+    def poweroff(self, server_id):
+        """Cuts the power, like pulling the plug."""
+        return self.request_object("POST", "/servers/%d/actions/poweroff" % int(server_id), "action")
+
+    def poweron(self, server_id):
+        return self.request_object("POST", "/servers/%d/actions/poweron" % int(server_id), "action")
 
     def action(self, action_id):
         return self.request_object("GET", "/actions/%d" % int(action_id), "action")
@@ -412,6 +430,18 @@ class RobotClient(_Client):
 
     def server(self, number):
         return self.request_object("GET", "/server/%d" % int(number), "server")
+
+    def keys(self):
+        """The account's SSH keys (Key management): name, fingerprint, type, size, data; [] when it has none."""
+        try:
+            answer = self.request("GET", "/key")
+        except HetznerError as exc:
+            if exc.code == "NOT_FOUND":  # the webservice's answer for an account without keys
+                return []
+            raise
+        if not isinstance(answer, list) or not all(isinstance(entry, dict) for entry in answer):
+            raise self._malformed("GET /key", "a list of keys")
+        return [entry.get("key", entry) for entry in answer]
 
     def rescue(self, number):
         """The rescue state: `active`, `os` ... and, while active, a `password`: never log it."""

@@ -2,13 +2,39 @@
 
 It speaks their documented JSON, so the real client code runs against it unchanged:
 
-- Cloud (under ``/v1``, bearer token): ``GET /servers`` with ``label_selector``, ``status``,
+- Cloud (under ``/v1``, bearer token): ``GET /servers`` with ``name``, ``label_selector``, ``status``,
   ``page``/``per_page`` and ``meta.pagination``; ``GET /servers/{id}``; ``GET /networks``;
-  ``POST /servers/{id}/actions/enable_rescue`` and ``.../reset``; ``GET /actions/{id}``; the
-  ``RateLimit-*`` headers on every answer and ``429 rate_limit_exceeded`` when the bucket is empty.
-- Robot (under ``/robot``, basic auth): ``GET /server``, ``GET /server/{number}``,
-  ``GET|POST|DELETE /boot/{number}/rescue``, ``GET|POST /reset/{number}``, and
-  ``403 RATE_LIMIT_EXCEEDED`` with ``max_request`` and ``interval`` when a window is full.
+  ``GET /ssh_keys`` (with ``name``, ``fingerprint``, ``label_selector``) and ``GET /ssh_keys/{id}``;
+  ``POST /servers/{id}/actions/enable_rescue``, ``disable_rescue``, ``reset``, ``reboot``,
+  ``poweroff``, ``poweron``; ``GET /actions/{id}``; the ``RateLimit-*`` headers on every answer and
+  ``429 rate_limit_exceeded`` when the bucket is empty.
+- Robot (under ``/robot``, basic auth): ``GET /server``, ``GET /server/{number}``, ``GET /key``,
+  ``GET /key/{fingerprint}``, ``GET|POST|DELETE /boot/{number}/rescue``, ``GET|POST /reset/{number}``,
+  and ``403 RATE_LIMIT_EXCEEDED`` with ``max_request`` and ``interval`` when a window is full.
+
+Rescue systems and resets behave like the real ones: enabling a rescue system answers with a new
+root password (Cloud: ``root_password``; Robot: ``rescue.password``, also shown by ``GET`` while the
+rescue is active), and the rescue is one-shot: the reset (Cloud: ``reset``, ``reboot`` or ``poweron``;
+Robot: every reset type but ``power_long``) that boots the server into it clears it again (Cloud's
+``rescue_enabled`` becomes false, Robot's ``active`` too). SSH keys are kept with their public key
+text (``api.cloud.add_ssh_key(name, public_key)``, ``api.robot.add_key(name, public_key)``); keys the
+account does not have are refused with ``400 invalid_input`` / ``400 INVALID_INPUT``. Executed resets
+are recorded (``api.cloud.resets``: (server id, command); ``api.robot.resets``: (number, type)).
+Cloud actions finish at once, or after ``api.cloud.action_steps`` polls of ``GET /actions/{id}``
+(``running`` until then); ``api.cloud.fail_action(command, code, message)`` makes the next action of
+that command end with ``status: error``.
+
+The hook ``api.on_reset`` (None, or a callable) is how other tests "reboot" a test host: it is called
+synchronously, before the API answers, whenever a reset boots a server::
+
+    api.on_reset = lambda kind, server, rescue: ...
+
+``kind`` is ``"cloud"`` or ``"robot"``; ``server`` is the server's dict (as ``GET /servers/{id}`` or
+``GET /server/{number}`` shows it); ``rescue`` is None when the server boots normally, else the rescue
+system it boots into: ``{"active": True, "password": ..., "os": "linux64" | "linux" | ...,
+"authorized_keys": [the public key texts of its keys], "keys": [the key ids (Cloud) or fingerprints
+(Robot) as the request gave them]}``. When the hook raises, the API answers ``500 hook_failed``
+with the exception's text, and ``api.hook_errors`` keeps the exception.
 
 State lives in plain objects (``api.cloud``, ``api.robot``) that tests and the benchmark shape
 directly; every request is recorded (``api.requests``); failures can be injected in front of the
@@ -22,9 +48,11 @@ real answers (``api.fail(...)``: any status and body, malformed JSON, or a stall
 """
 import base64
 import collections
+import hashlib
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +76,31 @@ def _error(code, message, status=None, **extra):
         error["status"] = status
     error.update(extra)
     return {"error": error}
+
+
+def fingerprint(public_key):
+    """The MD5 fingerprint both APIs show for an OpenSSH public key: 'aa:bb:...'."""
+    parts = public_key.split()
+    blob = base64.b64decode(parts[1] if len(parts) > 1 else parts[0])
+    digest = hashlib.md5(blob).hexdigest()  # what Hetzner shows; not used for security
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def make_public_key(comment="test", seed=None):
+    """An OpenSSH ed25519 public key line with a well-formed blob (not the half of a usable key pair)."""
+    material = hashlib.sha256(str(seed if seed is not None else comment).encode()).digest()
+    blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", material))
+    return "ssh-ed25519 %s %s" % (base64.b64encode(blob).decode(), comment)
+
+
+def _key_facts(public_key):
+    """(type, size in bits) of an OpenSSH public key, as Robot lists them."""
+    kind = public_key.split()[0]
+    return {"ssh-ed25519": ("ED25519", 256), "ssh-rsa": ("RSA", 4096)}.get(kind, (kind.upper(), 256))
+
+
+def _rescue_password():
+    return "rescue-" + secrets.token_urlsafe(12)
 
 
 def _split_selector(selector):
@@ -94,7 +147,13 @@ class CloudState:
     def __init__(self):
         self.servers = []
         self.networks = []
+        self.ssh_keys = []
         self.actions = {}
+        self.rescue = {}   # server id -> the rescue system its next boot starts: see on_reset
+        self.resets = []   # (server id, command) of every reset, reboot, poweroff and poweron
+        self.action_steps = 0  # polls of GET /actions/{id} an action stays running
+        self._polls_left = {}  # action id -> polls until it finishes
+        self._failing = {}  # command -> the error its next action ends with
         self._ids = itertools.count(1)
         # The token bucket behind the RateLimit-* headers: the API allows 3600 requests an hour,
         # refilled one a second. Tests shrink it to see 429s.
@@ -112,6 +171,20 @@ class CloudState:
                    "labels": {}, "protection": {"delete": False}, "created": "2026-01-01T00:00:00+00:00"}
         self.networks.append(network)
         return network
+
+    def add_ssh_key(self, name, public_key, labels=None):
+        """An SSH key of the project, as GET /ssh_keys lists it."""
+        key = {"id": next(self._ids), "name": name, "fingerprint": fingerprint(public_key), "public_key": public_key.strip(),
+               "labels": dict(labels or {}), "created": "2026-01-01T00:00:00+00:00"}
+        self.ssh_keys.append(key)
+        return key
+
+    def ssh_key(self, key_id):
+        return next((k for k in self.ssh_keys if k["id"] == key_id), None)
+
+    def fail_action(self, command, code="action_failed", message="Action failed"):
+        """The next action of `command` (reset_server, enable_rescue, ...) ends with status error."""
+        self._failing[command] = {"code": code, "message": message}
 
     def add_server(self, name=None, labels=None, location=None, server_type="cx22", networks=None, status="running",
                    ipv4=True, ipv6=True, image="debian-12", rescue_enabled=False):
@@ -172,15 +245,43 @@ class CloudState:
     def server(self, server_id):
         return next((s for s in self.servers if s["id"] == server_id), None)
 
-    def select(self, label_selector, statuses):
-        return [s for s in self.servers if label_matches(s["labels"], label_selector) and (not statuses or s["status"] in statuses)]
+    def select(self, label_selector, statuses, name=None):
+        return [s for s in self.servers if label_matches(s["labels"], label_selector) and (not statuses or s["status"] in statuses)
+                and name in (None, s["name"])]
 
     def action(self, command, server_id):
         action_id = next(self._ids)
-        self.actions[action_id] = {"id": action_id, "command": command, "status": "success", "progress": 100,
-                                   "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:00:01+00:00",
-                                   "resources": [{"id": server_id, "type": "server"}], "error": None}
-        return self.actions[action_id]
+        action = {"id": action_id, "command": command, "status": "running", "progress": 0,
+                  "started": "2026-01-01T00:00:00+00:00", "finished": None,
+                  "resources": [{"id": server_id, "type": "server"}], "error": None}
+        self.actions[action_id] = action
+        self._polls_left[action_id] = self.action_steps
+        self._advance(action, self._failing.pop(command, None))
+        return action
+
+    def poll_action(self, action_id):
+        """The action as GET /actions/{id} shows it now: one step further."""
+        action = self.actions.get(action_id)
+        if action is not None and action["status"] == "running":
+            self._polls_left[action_id] -= 1
+            self._advance(action, action.pop("_error", None))
+        return action
+
+    def _advance(self, action, error):
+        left = self._polls_left[action["id"]]
+        if left > 0:
+            action["progress"] = int(100 * (self.action_steps - left) / self.action_steps)
+            if error:
+                action["_error"] = error
+            return
+        action.update(status="error" if error else "success", progress=100, finished="2026-01-01T00:00:01+00:00", error=error)
+
+    def boot(self, server):
+        """The server starts: into its rescue system when one is enabled, which that clears (one-shot)."""
+        server["status"] = "running"
+        rescue = self.rescue.pop(server["id"], None) if server["rescue_enabled"] else None
+        server["rescue_enabled"] = False
+        return rescue
 
     def take_request(self, now):
         """One request out of the bucket: (allowed, headers)."""
@@ -200,6 +301,7 @@ class RobotState:
 
     def __init__(self):
         self.servers = []
+        self.keys = []     # the account's SSH keys, as GET /key lists them (with their public key as `data`)
         self.rescue = {}   # server number -> the rescue object GET /boot/{number}/rescue returns
         self.resets = []   # (server number, type) of every reset executed
         # Robot limits requests per (kind of) call over a sliding window: (max_request, interval) or None.
@@ -232,6 +334,28 @@ class RobotState:
 
     def server(self, number):
         return next((s for s in self.servers if str(s["server_number"]) == str(number)), None)
+
+    def add_key(self, name, public_key):
+        """An SSH key of the account (Robot > Key management), as GET /key lists it."""
+        kind, size = _key_facts(public_key)
+        key = {"name": name, "fingerprint": fingerprint(public_key), "type": kind, "size": size, "data": public_key.strip(),
+               "created_at": "2026-01-01 00:00:00"}
+        self.keys.append(key)
+        return key
+
+    def key(self, fingerprint_):
+        return next((k for k in self.keys if k["fingerprint"] == fingerprint_), None)
+
+    def boot(self, number):
+        """The server starts: into its rescue system when one is active, which that deactivates (one-shot)."""
+        rescue = self.rescue[number]
+        if not rescue["active"]:
+            return None
+        booted = {"active": True, "password": rescue["password"], "os": rescue["os"],
+                  "authorized_keys": [self.key(k["key"]["fingerprint"])["data"] for k in rescue["authorized_key"]],
+                  "keys": [k["key"]["fingerprint"] for k in rescue["authorized_key"]]}
+        rescue.update(active=False, os=["linux", "vkvm"], password=None, authorized_key=[], host_key=[], boot_time=None)
+        return booted
 
     def take_request(self, now):
         """Whether the sliding window has room for one more request."""
@@ -271,6 +395,8 @@ class FakeHetzner:
         self.requests = []
         self.answers = []  # (path, status) of every answer given, in the order given
         self.failures = []
+        self.on_reset = None  # called as on_reset(kind, server, rescue) when a reset boots a server: see the module docstring
+        self.hook_errors = []
         self.lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -315,6 +441,18 @@ class FakeHetzner:
 
     def add_cloud_servers(self, count, **kwargs):
         return self.cloud.add_servers(count, **kwargs)
+
+    def booted(self, kind, server, rescue):
+        """Tell on_reset that `server` booted (into `rescue`, or normally): None, or the error answer."""
+        if self.on_reset is None:
+            return None
+        try:
+            self.on_reset(kind, server, rescue)
+        except Exception as exc:  # pylint: disable=broad-except  # reported as the API's answer
+            with self.lock:
+                self.hook_errors.append(exc)
+            return 500, _error("hook_failed", "on_reset failed: %s: %s" % (exc.__class__.__name__, exc), 500 if kind == "robot" else None)
+        return None
 
     # -- the HTTP side -------------------------------------------------------------------------------------
 
@@ -399,27 +537,70 @@ class FakeHetzner:
                     if bad:
                         return 400, _error("invalid_input", "invalid input in field 'status'",
                                            details={"fields": [{"name": "status", "messages": ["invalid status %s" % bad[0]]}]})
-                    items = state.select(query.get("label_selector", [""])[0], statuses) if path == "/servers" else state.networks
+                    name = query.get("name", [None])[0]
+                    items = state.select(query.get("label_selector", [""])[0], statuses, name) if path == "/servers" else state.networks
                     return 200, self.page(parts[0], items, query)
+                if request.method == "GET" and path == "/ssh_keys":
+                    name, fingerprint_ = query.get("name", [None])[0], query.get("fingerprint", [None])[0]
+                    items = [k for k in state.ssh_keys if name in (None, k["name"]) and fingerprint_ in (None, k["fingerprint"])
+                             and label_matches(k["labels"], query.get("label_selector", [""])[0])]
+                    return 200, self.page("ssh_keys", items, query)
+                if request.method == "GET" and parts[0] == "ssh_keys" and len(parts) == 2:
+                    key = state.ssh_key(int(parts[1])) if parts[1].isdigit() else None
+                    if key is None:
+                        return 404, _error("not_found", "SSH key with ID '%s' not found" % parts[1])
+                    return 200, {"ssh_key": key}
                 if parts[0] == "servers" and len(parts) >= 2 and parts[1].isdigit():
                     server = state.server(int(parts[1]))
                     if server is None:
                         return 404, _error("not_found", "server with ID '%s' not found" % parts[1])
                     if request.method == "GET" and len(parts) == 2:
                         return 200, {"server": server}
-                    if request.method == "POST" and parts[2:] == ["actions", "enable_rescue"]:
-                        server["rescue_enabled"] = True
-                        return 201, {"root_password": "fake-rescue-root-pw", "action": state.action("enable_rescue", server["id"])}
-                    if request.method == "POST" and parts[2:] == ["actions", "disable_rescue"]:
-                        server["rescue_enabled"] = False
-                        return 201, {"action": state.action("disable_rescue", server["id"])}
-                    if request.method == "POST" and parts[2:] == ["actions", "reset"]:
-                        return 201, {"action": state.action("reset_server", server["id"])}
+                    if request.method == "POST" and len(parts) == 4 and parts[2] == "actions":
+                        return self.cloud_action(server, parts[3], request.json or {})
                 if request.method == "GET" and parts[0] == "actions" and len(parts) == 2 and parts[1].isdigit():
-                    action = state.actions.get(int(parts[1]))
+                    action = state.poll_action(int(parts[1]))
                     if action:
-                        return 200, {"action": action}
+                        return 200, {"action": {k: v for k, v in action.items() if not k.startswith("_")}}
+                    return 404, _error("not_found", "action with ID '%s' not found" % parts[1])
                 return 404, _error("not_found", "not found")
+
+            def cloud_action(self, server, command, body):
+                state = fake.cloud
+                if command == "enable_rescue":
+                    rescue_type = body.get("type", "linux64")
+                    if rescue_type != "linux64":
+                        return 400, _error("invalid_input", "invalid input in field 'type'",
+                                           details={"fields": [{"name": "type", "messages": ["must be linux64"]}]})
+                    key_ids = body.get("ssh_keys") or []
+                    keys = [state.ssh_key(k) if isinstance(k, int) else None for k in key_ids]
+                    if None in keys:
+                        return 400, _error("invalid_input", "SSH key with ID '%s' not found" % key_ids[keys.index(None)],
+                                           details={"fields": [{"name": "ssh_keys", "messages": ["not found"]}]})
+                    password = _rescue_password()
+                    server["rescue_enabled"] = True
+                    state.rescue[server["id"]] = {"active": True, "password": password, "os": rescue_type,
+                                                  "authorized_keys": [k["public_key"] for k in keys], "keys": list(key_ids)}
+                    return 201, {"root_password": password, "action": self.visible(state.action("enable_rescue", server["id"]))}
+                if command == "disable_rescue":
+                    server["rescue_enabled"] = False
+                    state.rescue.pop(server["id"], None)
+                    return 201, {"action": self.visible(state.action("disable_rescue", server["id"]))}
+                commands = {"reset": "reset_server", "reboot": "reboot_server", "poweroff": "stop_server", "poweron": "start_server"}
+                if command not in commands:
+                    return 404, _error("not_found", "not found")
+                state.resets.append((server["id"], command))
+                if command == "poweroff":
+                    server["status"] = "off"
+                elif command != "poweron" or server["status"] == "off":
+                    failed = fake.booted("cloud", server, state.boot(server))
+                    if failed:
+                        return failed
+                return 201, {"action": self.visible(state.action(commands[command], server["id"]))}
+
+            @staticmethod
+            def visible(action):
+                return {k: v for k, v in action.items() if not k.startswith("_")}
 
             @staticmethod
             def page(key, items, query):
@@ -453,6 +634,15 @@ class FakeHetzner:
                     if not state.servers:
                         return 404, _error("SERVER_NOT_FOUND", "No server found", 404)
                     return 200, [{"server": s} for s in state.servers]
+                if method == "GET" and parts[0] == "key":
+                    if len(parts) == 1:
+                        if not state.keys:
+                            return 404, _error("NOT_FOUND", "No keys found", 404)
+                        return 200, [{"key": k} for k in state.keys]
+                    key = state.key("/".join(parts[1:]))
+                    if key is None:
+                        return 404, _error("NOT_FOUND", "Key not found", 404)
+                    return 200, {"key": key}
                 server = state.server(parts[1]) if len(parts) == 2 else None
                 if len(parts) == 2 and server is None:
                     return 404, _error("SERVER_NOT_FOUND", "Server not found", 404)
@@ -471,9 +661,12 @@ class FakeHetzner:
                         os_name = (request.form.get("os") or [""])[0]
                         if os_name not in ("linux", "vkvm"):
                             return 400, _error("INVALID_INPUT", "Invalid input parameters", 400, missing=None, invalid=["os"])
-                        keys = [v for k, vs in request.form.items() if k.startswith("authorized_key") for v in vs]
-                        rescue.update(active=True, os=os_name, authorized_key=[{"key": {"fingerprint": k}} for k in keys],
-                                      password=None if keys else "fake-rescue-pw")
+                        fingerprints = [v for k, vs in request.form.items() if k.startswith("authorized_key") for v in vs]
+                        keys = [state.key(f) for f in fingerprints]
+                        if None in keys:
+                            return 400, _error("INVALID_INPUT", "Invalid input parameters", 400, missing=None, invalid=["authorized_key"])
+                        rescue.update(active=True, os=os_name, password=_rescue_password(), boot_time=None, host_key=[],
+                                      authorized_key=[{"key": {k: key[k] for k in ("name", "fingerprint", "type", "size")}} for key in keys])
                         return 200, {"rescue": rescue}
                     if method == "DELETE":
                         rescue.update(active=False, os=["linux", "vkvm"], password=None, authorized_key=[])
@@ -481,12 +674,17 @@ class FakeHetzner:
                 if parts[0] == "reset" and server is not None:
                     if method == "GET":
                         return 200, {"reset": {"server_ip": server["server_ip"], "server_ipv6_net": server["server_ipv6_net"],
-                                               "server_number": number, "type": ["sw", "hw", "man"], "operating_status": "not supported"}}
+                                               "server_number": number, "type": ["sw", "hw", "man", "power", "power_long"],
+                                               "operating_status": "not supported"}}
                     if method == "POST":
                         kind = (request.form.get("type") or [""])[0]
                         if kind not in ("sw", "hw", "man", "power", "power_long"):
                             return 400, _error("INVALID_INPUT", "Invalid input parameters", 400, missing=None, invalid=["type"])
                         state.resets.append((number, kind))
+                        if kind != "power_long":  # a long press switches the server off; everything else boots it
+                            failed = fake.booted("robot", server, state.boot(number))
+                            if failed:
+                                return failed
                         return 200, {"reset": {"server_ip": server["server_ip"], "server_ipv6_net": server["server_ipv6_net"],
                                                "server_number": number, "type": kind}}
                 return 404, _error("NOT_FOUND", "Not found", 404)

@@ -16,7 +16,7 @@ from ansible_collections.ansinix.nixos.plugins.module_utils import hetzner
 from ansible_collections.ansinix.nixos.plugins.module_utils.hetzner import (
     CloudClient, HetznerError, RobotClient, backoff, describe, seconds_until,
 )
-from ansinix_test.fakehetzner import CLOUD_TOKEN, ROBOT_PASSWORD, ROBOT_USER, FakeHetzner
+from ansinix_test.fakehetzner import CLOUD_TOKEN, ROBOT_PASSWORD, ROBOT_USER, FakeHetzner, make_public_key
 
 import yaml
 
@@ -165,9 +165,10 @@ def test_actions_are_not_repeated_after_a_server_error_but_are_after_a_rate_limi
     assert err.value.msg == "Hetzner Cloud answered POST /servers/1000/actions/enable_rescue with 500 server_error: oops"
     assert api.count("/v1/servers/1000/actions") == 1 and api.cloud.servers[0]["rescue_enabled"] is False
     api.fail("/v1/servers/1000/actions/enable_rescue", 429, {"error": {"code": "rate_limit_exceeded", "message": "limit"}})
-    answer = cloud(api, []).enable_rescue(1000, ssh_keys=[42])
+    key = api.cloud.add_ssh_key("admin", make_public_key("admin"))
+    answer = cloud(api, []).enable_rescue(1000, ssh_keys=[key["id"]])
     assert answer["root_password"] and answer["action"]["command"] == "enable_rescue"
-    assert api.cloud.servers[0]["rescue_enabled"] is True and api.requests[-1].json == {"type": "linux64", "ssh_keys": [42]}
+    assert api.cloud.servers[0]["rescue_enabled"] is True and api.requests[-1].json == {"type": "linux64", "ssh_keys": [key["id"]]}
 
 
 def test_cloud_actions_and_single_server(api):
@@ -266,10 +267,13 @@ def test_robot_rescue_and_reset(api):
     api.robot.add_server(321, "dedi1")
     client = robot(api)
     assert client.rescue(321)["active"] is False
-    rescue = client.enable_rescue(321, authorized_keys=["aa:bb", "cc:dd"])
-    assert rescue["active"] is True and api.robot.rescue[321]["active"] is True
-    assert api.requests[-1].form == {"os": ["linux"], "authorized_key[]": ["aa:bb", "cc:dd"]}
+    keys = [api.robot.add_key(name, make_public_key(name))["fingerprint"] for name in ("a", "b")]
+    rescue = client.enable_rescue(321, authorized_keys=keys)
+    assert rescue["active"] is True and api.robot.rescue[321]["active"] is True and rescue["password"]
+    assert api.requests[-1].form == {"os": ["linux"], "authorized_key[]": keys}
     assert client.reset(321, "hw")["type"] == "hw" and api.robot.resets == [(321, "hw")]
+    assert client.rescue(321)["active"] is False  # the reset booted it: one-shot
+    client.enable_rescue(321)
     assert client.disable_rescue(321)["active"] is False
     with pytest.raises(HetznerError) as err:
         client.reset(321, "kick")
