@@ -120,12 +120,14 @@ class Installer:
             tmp = self.path("/tmp")
             os.makedirs(tmp, exist_ok=True)
             os.chmod(tmp, 0o1777)
+            chroot = self.module.get_bin_path("chroot", required=True)
+            # Inside the chroot only the store has programs (the activation adds /run/current-system/sw/bin).
             env["PATH"] = "%s/sw/bin:/run/current-system/sw/bin" % self.system
             # As nixos-enter: the activation makes /etc, /bin/sh and the users; its failures do not stop the install.
-            activation = subprocess.run(["chroot", self.root, "%s/activate" % self.system], env=env, capture_output=True,
+            activation = subprocess.run([chroot, self.root, "%s/activate" % self.system], env=env, capture_output=True,
                                         text=True, check=False)
             output = activation.stdout + activation.stderr
-            output += self.checked(["chroot", self.root, "%s/sw/bin/sh" % self.system, "-c",
+            output += self.checked([chroot, self.root, "%s/sw/bin/sh" % self.system, "-c",
                                     "%s/bin/switch-to-configuration boot" % self.profile], env, "installing the boot loader in a chroot of %s" % self.root)
             return output
         finally:

@@ -120,6 +120,8 @@ def main():
         result = installer.install(module.check_mode, params["install_bootloader"])
     except NixError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
+    except OSError as exc:
+        module.fail_json(msg="installing %s under %s failed: %s" % (params["system"], params["root"], exc))
     module.exit_json(**result)
 
 

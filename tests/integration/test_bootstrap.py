@@ -48,7 +48,8 @@ def inventory(tmp_path, testhosts, name, **hostvars):
     }
     base.update(hostvars)
     path = tmp_path / ("%s-vars.yml" % name)
-    path.write_text(json.dumps({"all": {"hosts": {name: base}}}))
+    # In the nixos group, as the hosts to be are in a real inventory (bootstrap.yml's default target).
+    path.write_text(json.dumps({"all": {"children": {"nixos": {"hosts": {name: base}}}}}))
     return ["-i", testhosts.inventory_path, "-i", str(path), "-l", name]
 
 
@@ -109,7 +110,7 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
     parts = [d + "p2" for d in disks]
     system, facts = assert_installed(host, fleet_dir, parts)
     # RAID1 across both disks' second partitions, a BIOS boot partition first on each.
-    assert "Data, RAID1" in host.run("btrfs filesystem df /").stdout
+    assert "Data, RAID1" in host.run("btrfs filesystem df /nix").stdout  # /nix is on the installed root
     for disk in disks:
         probe = host.run("blkid -p -o export %sp1" % disk).stdout
         assert "PART_ENTRY_TYPE=%s" % BIOS_BOOT_TYPE in probe and "PART_ENTRY_NAME=BIOS" in probe
