@@ -11,8 +11,8 @@ short_description: Boot a Hetzner Cloud or Robot server into the rescue system
 version_added: 0.1.0
 description:
   - Enables the rescue system of a Hetzner Cloud server or of a Hetzner Robot dedicated server for its next boot
-    (or disables it), and resets the server so that it boots into it. The first step of installing NixOS on a
-    fresh server (see the C(ansinix.nixos.rescue_install) role).
+    (or disables it), and resets the server so that it boots into it: the first step of installing NixOS on a
+    fresh server from the rescue system.
   - Returns the root password of the rescue system as RV(root_password), for later tasks. The result of a task
     that returns a password is hidden from Ansible's output (as with C(no_log)), while the registered variable
     holds all of it.
