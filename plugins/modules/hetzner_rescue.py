@@ -11,8 +11,8 @@ short_description: Boot a Hetzner Cloud or Robot server into the rescue system
 version_added: 0.1.0
 description:
   - Enables the rescue system of a Hetzner Cloud server or of a Hetzner Robot dedicated server for its next boot
-    (or disables it), and resets the server so that it boots into it. The first step of installing NixOS on a
-    fresh server (see the C(ansinix.nixos.rescue_install) role).
+    (or disables it), and resets the server so that it boots into it. That is the first step of installing NixOS on a
+    fresh server from the rescue system.
   - Returns the root password of the rescue system as RV(root_password), for later tasks. The result of a task
     that returns a password is hidden from Ansible's output (as with C(no_log)), while the registered variable
     holds all of it.
@@ -84,7 +84,8 @@ options:
       - Reset the server after enabling (or disabling) the rescue system, so that it boots into it (or out of it).
       - V(hardware) is a hard reset (Cloud C(reset), Robot type C(hw)). V(software) asks the operating system to
         reboot (Cloud C(reboot), Robot C(sw), which sends Ctrl+Alt+Del). V(power) is Cloud C(poweroff) then
-        C(poweron), and Robot type C(power) (pressing the power button).
+        C(poweron), and Robot type C(power) (pressing the power button, which switches a server that is off on, and
+        asks one that runs to shut down, so use V(hardware) to get a running Robot server into the rescue system).
       - A Cloud server that is off is switched on (C(poweron)), whatever the reset asked for.
     type: str
     choices: [none, hardware, software, power]
@@ -138,6 +139,8 @@ EXAMPLES = r"""
         timeout: 600
       vars:
         ansible_user: root
+        # The rescue system has SSH host keys of its own, new at every boot.
+        ansible_ssh_extra_args: -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no
 
     - name: The password, for tools that want one (never printed by the task above)
       ansible.builtin.set_fact:

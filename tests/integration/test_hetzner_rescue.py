@@ -238,3 +238,33 @@ def test_an_action_that_runs_too_long_or_fails(api, tmp_path):
     out = play(api, tmp_path, "api: cloud\nserver: web1\nreset: hardware")
     assert failed_with(out).endswith("failed: action_failed: the server is locked by another action")
     assert json.dumps(out.recorded).count("rescue-") == 0  # the password of the enabled rescue is not in the failure
+
+
+def test_play_on_the_server_delegates_and_takes_settings_from_the_action_group(api, tmp_path):
+    """The way a bootstrap play uses it: hosts from an inventory, the API called from the controller."""
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("dedi1 ansible_host=192.0.2.77 hetzner_id=321\n")
+    run = harness.run_playbook("""
+- hosts: dedi1
+  gather_facts: false
+  module_defaults:
+    group/ansinix.nixos.hetzner:
+      robot: {endpoint: "%s"}
+      ssh_keys: [admin]
+  tasks:
+    - name: Rescue
+      ansinix.nixos.hetzner_rescue:
+        api: robot
+        server: "{{ hetzner_id }}"
+        reset: hardware
+      delegate_to: localhost
+      register: booted
+
+    - name: Length
+      ansible.builtin.debug:
+        msg: "{{ booted.root_password | length }}"
+""" % api.robot_url, args=["-i", str(inventory), "-v"], env=CREDENTIALS)
+    assert run.rc == 0, run
+    assert api.robot.resets == [(321, "hw")] and api.booted_log[0][2]["authorized_keys"] == [api.admin_key]
+    assert str(run.result("Length", "dedi1")["msg"]) == str(len(api.booted_log[0][2]["password"]))
+    assert api.booted_log[0][2]["password"] not in run.stdout + run.stderr

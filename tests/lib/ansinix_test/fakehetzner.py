@@ -34,7 +34,9 @@ synchronously, before the API answers, whenever a reset boots a server::
 system it boots into: ``{"active": True, "password": ..., "os": "linux64" | "linux" | ...,
 "authorized_keys": [the public key texts of its keys], "keys": [the key ids (Cloud) or fingerprints
 (Robot) as the request gave them]}``. When the hook raises, the API answers ``500 hook_failed``
-with the exception's text, and ``api.hook_errors`` keeps the exception.
+with the exception's text, and ``api.hook_errors`` keeps the exception. The answer waits for the
+hook: a hook that takes longer than the client's ``timeout`` makes the reset fail as a timeout, so
+start slow work (a host's reboot) in a thread of its own. Poweroffs do not call it (nothing boots).
 
 State lives in plain objects (``api.cloud``, ``api.robot``) that tests and the benchmark shape
 directly; every request is recorded (``api.requests``); failures can be injected in front of the
