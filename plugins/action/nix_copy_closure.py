@@ -97,6 +97,13 @@ class ServeProcess:
 
     def failure(self, doing, exc=None):
         """The exception to raise for a failure of the peer, with what it printed."""
+        if exc is not None and self.proc.poll() is None:
+            # The peer's output ended: give it a moment to exit, so its exit code says why (127: no nix-store).
+            self.finish_input()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         self.close(kill=self.proc.poll() is None and exc is not None)
         self.stderr.seek(0)
         text = self.stderr.read().decode(errors="replace")
@@ -684,6 +691,14 @@ class ActionModule(ActionBase):
         sizes = dict(zip(missing, (int(n) for n in source.run(["nix-store", "--query", "--size"] + missing).split()))) if missing else {}
         if not missing or self._task.check_mode:
             return self._result("ssh", closure, missing, sizes, [], changed=bool(missing))
+        to_send = missing
+        if args["use_substitutes"]:
+            # The host fetches what its substituters have first, so the result says what was really sent.
+            self.remote_chunked("nix-store --realise --keep-going %s >/dev/null 2>&1; true", missing,
+                                "fetching from the host's substituters")
+            to_send = self.missing_of(missing)
+            if not to_send:
+                return self._result("ssh", closure, missing, sizes, [], changed=True)
         try:
             self._nix_copy(paths, args)
         except NixError as exc:
@@ -694,8 +709,8 @@ class ActionModule(ActionBase):
         left = set(self.missing_of(closure))
         if left:
             raise NixError("after nix copy, %d paths are still missing on %s, e.g. %s" % (len(left), self.task_host(), sorted(left)[0]))
-        # nix copy does not say what it sent: all that was missing is there now.
-        return self._result("ssh", closure, missing, sizes, missing, changed=True)
+        # nix copy does not say what it sent: all that was still missing is there now.
+        return self._result("ssh", closure, missing, sizes, to_send, changed=True)
 
     def _nix_copy(self, paths, args):
         settings = connection_settings(self._connection, self._play_context.remote_addr)

@@ -3,6 +3,7 @@
 Every test asserts what the host's store holds afterwards (validity, NAR hashes, owners, contents),
 and what the module says it sent against `nix-store -q --size` of the controller.
 """
+import contextlib
 import json
 import os
 import shlex
@@ -244,24 +245,55 @@ def test_copy_from_a_builder_host_without_trust_between_the_hosts(fresh_hosts, r
 
 # -- killed half-way, then run again ------------------------------------------------------------------------
 
+def kill_tree(pid):
+    """SIGKILL a process and all its descendants: Ansible's workers start sessions of their own, out of reach of killpg."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % entry, encoding="ascii") as f:
+                ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def throttled(host, rate="400mbit"):
+    """Traffic to the host at this rate (a token bucket on its link), so a copy takes long enough to be cut."""
+    subprocess.run(["tc", "qdisc", "add", "dev", host.veth, "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms"],
+                   check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", host.veth, "root"], check=False, capture_output=True)
+
+
 @pytest.mark.parametrize("method", ["stream", "ssh"])
 def test_a_copy_killed_half_way_leaves_a_valid_store_and_the_next_run_completes_it(host, run_ansible, testhosts, method):
     target = system("kill-" + method, mib=384)
     missing = new_paths(target)
     payload = next(p for p in missing if "-payload-" in p)
-    proc = subprocess.Popen(["ansible", "cc1", "-m", MODULE, "-a", "path=%s method=%s" % (target, method)],
-                            env=ansible_env(testhosts), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    # The host writes the payload into its store as it arrives: kill the controller once some of it is there.
-    deadline = time.monotonic() + 120
-    written = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        written = int(host.run("du -sm %s 2>/dev/null | cut -f1 || echo 0" % payload).stdout or 0)
-        if written >= 32:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the copy ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    with throttled(host):
+        proc = subprocess.Popen(["ansible", "cc1", "-m", MODULE, "-a", "path=%s method=%s" % (target, method)],
+                                env=ansible_env(testhosts), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        # The host writes the payload into its store as it arrives: kill the controller once some of it is there.
+        deadline = time.monotonic() + 120
+        written = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            written = int(host.run("du -sm %s 2>/dev/null | cut -f1 || echo 0" % payload).stdout or 0)
+            if written >= 32:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the copy ended before it could be killed"
+        kill_tree(proc.pid)
+        proc.wait()
     assert 32 <= written < 384
     # The host's side notices the connection is gone and ends; the store is valid without the cut path.
     deadline = time.monotonic() + 30
