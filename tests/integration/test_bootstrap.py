@@ -2,6 +2,8 @@
 rescue system through the fake Hetzner Robot and Cloud APIs, and the infect role on a Debian host."""
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -19,7 +21,7 @@ CONFIGURATION = """\
 { args ? { } }:
 let
   system = name: {
-    config.system.build.toplevel = import %(system)s {
+    config.system.build.toplevel = import ./nixos/system.nix {
       inherit name;
       etcFiles."ansinix/hardware.json" = builtins.readFile (./hosts + "/${name}/hardware.json");
     };
@@ -31,7 +33,9 @@ in
 
 @pytest.fixture
 def fleet_dir(tmp_path):
-    (tmp_path / "default.nix").write_text(CONFIGURATION % {"system": os.path.join(FIXTURES_DIR, "system.nix")})
+    """The fleet's source, self-contained (the fixture systems inside), so that a host can build it too."""
+    shutil.copytree(FIXTURES_DIR, tmp_path / "nixos")
+    (tmp_path / "default.nix").write_text(CONFIGURATION)
     return tmp_path
 
 
@@ -133,15 +137,18 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
 
 
 def test_rescue_install_through_cloud_on_one_disk(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    """Built in the rescue system itself (nixos_build_on: target), with a host key kept in a vault."""
     host = machine(fresh_hosts, "bm2", [600])
     disk, = host.disks()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bm2", "-f", str(tmp_path / "bm2-key")], check=True)
     with FakeHetzner() as api:
         server = api.cloud.add_server(name="bm2")
         api.cloud.add_ssh_key("harness", harness_key(testhosts))
         api.on_reset = lambda kind, srv, rescue: host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
         args = inventory(tmp_path, testhosts, "bm2", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="cloud",
                          nixos_rescue_server="bm2", nixos_rescue_ssh_keys=["harness"],
-                         nixos_hetzner_cloud={"endpoint": api.cloud_url, "token": CLOUD_TOKEN},
+                         nixos_hetzner_cloud={"endpoint": api.cloud_url, "token": CLOUD_TOKEN}, nixos_build_on="target",
+                         nixos_ssh_host_key=(tmp_path / "bm2-key").read_text(),
                          nixos_disks={"disks": [disk], "boot": "bios",
                                       "partitions": [{"label": "swap", "size": "64M", "fs": "swap"},
                                                      {"label": "nixos", "fs": "ext4", "mount": "/"}]})
@@ -150,7 +157,11 @@ def test_rescue_install_through_cloud_on_one_disk(fresh_hosts, testhosts, run_pl
         assert run.rc == 0, str(run)
         assert api.cloud.resets == [(server["id"], "reset")]
         assert not api.cloud.server(server["id"])["rescue_enabled"]
-    _system, facts = assert_installed(host, fleet_dir, [disk + "p3"])
+    system, facts = assert_installed(host, fleet_dir, [disk + "p3"])
+    # Built in the rescue system: the controller's store never had the system.
+    assert run.result("Build on the host itself (the controller needs no Nix)", "bm2")["out_path"] == system
+    assert subprocess.run(["nix-store", "--check-validity", system], capture_output=True, check=False).returncode != 0
+    assert host.read_file("/etc/ssh/ssh_host_ed25519_key.pub").split()[1] == (tmp_path / "bm2-key.pub").read_text().split()[1]
     assert host.run("blkid -p -o export %sp2" % disk).stdout.count("TYPE=swap") == 1
     assert facts["hardware"]["swap_devices"] == [{"device": "/dev/disk/by-label/swap"}]
     assert facts["hardware"]["file_systems"]["/"]["fsType"] == "ext4"

@@ -305,8 +305,8 @@ class Host:
     def find_disk_root(self):
         """(root device, separate /boot device or None) of an installed system on the disks, or None.
 
-        Like firmware and NixOS's stage 1: the file system holding /nix/var/nix/profiles/system is the
-        root; /boot is a directory of it, or the file system whose top holds loader/loader.conf."""
+        Like firmware and NixOS's stage 1: the file system holding /nix/var/nix/profiles/system (a link
+        into a store the machine's need not have) is the root; /boot is a directory of it, or the file system whose top holds loader/loader.conf."""
         if shutil.which("btrfs"):
             _run(["btrfs", "device", "scan"], check=False)
         root = boot = None
@@ -315,7 +315,7 @@ class Host:
                 continue
             probe = _run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
                           'd=$(mktemp -d) && mount -o ro "$1" "$d" && '
-                          '{ [ -e "$d/nix/var/nix/profiles/system" ] && echo root; [ -f "$d/loader/loader.conf" ] && echo boot; true; }',
+                          '{ [ -L "$d/nix/var/nix/profiles/system" ] && echo root; [ -f "$d/loader/loader.conf" ] && echo boot; true; }',
                           "probe", dev], check=False).stdout.split()
             if "root" in probe and root is None:
                 root = dev
@@ -742,6 +742,7 @@ class TestHosts:
             elif name in options and options[name] != self.hosts[name].options:
                 # Other options: the host is made again from scratch.
                 self.hosts[name].stop()
+                self.hosts[name]._detach_disks()  # pylint: disable=protected-access
                 shutil.rmtree(self.hosts[name].dir, ignore_errors=True)
                 self.hosts[name].options = dict(options[name])
         self._save()
