@@ -28,6 +28,8 @@ DOCS = {
     "docs/comparison.md": None,
     "docs/howto.md": None,
     "roles/deploy/README.md": None,
+    "roles/rescue_install/README.md": None,
+    "roles/infect/README.md": None,
 }
 KINDS = ("file", "excerpt", "run")
 # The scenarios of tests/integration/test_docs.py that run `run` blocks.
