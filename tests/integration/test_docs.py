@@ -11,8 +11,9 @@ import subprocess
 
 from ansinix_test import REPO_ROOT, docs
 from ansinix_test.ansible import CALLBACK_DIR, PlaybookRun, ansible_env
-from ansinix_test.fakehetzner import CLOUD_TOKEN, FakeHetzner
+from ansinix_test.fakehetzner import CLOUD_TOKEN, ROBOT_PASSWORD, ROBOT_USER, FakeHetzner
 from ansinix_test.fleet import build_collection, connection_inventory, copy_example, copy_stand_in
+from ansinix_test.hosts import INSTALL_NIX_COMMAND, REBOOT_COMMAND
 
 HOWTO = os.path.join(REPO_ROOT, "examples", "howto")
 
@@ -302,3 +303,152 @@ def test_awx_project_through_ansible_runner(fresh_hosts, testhosts, tmp_path):
     assert "db1" not in proc.stdout
     assert not (data / "fleet" / "flake.lock").exists()  # the deploy never writes the project's files
     assert api.count("/v1/servers") >= 1
+
+
+def _md_driver():
+    """Whether this machine's kernel has the md driver the dedicated server's mdadm RAID1 needs."""
+    return os.path.exists("/proc/mdstat")
+
+
+def test_bootstrap(fresh_hosts, testhosts, tmp_path):
+    """docs/bootstrap.md on test machines with loop-device disks, reset into a rescue system through the stand-in
+    Robot and Cloud APIs: the dedicated server's plan and install (which stops before any change where the kernel
+    lacks the md driver, as the doc says), the rescue by hand and the rerun, the Cloud server and the Debian server
+    installed from start to finish, their facts read by facts.nix, and the everyday deploy."""
+    hosts = {h.name: h for h in fresh_hosts("dedi1", "cloud1", "deb1",
+                                            dedi1={"disks": [700, 700], "system": None, "nix": False, "nixos": False},
+                                            cloud1={"disks": [600], "system": None, "nix": False, "nixos": False},
+                                            deb1={"system": None, "nix": False, "nixos": False})}
+    dedi1, cloud1, deb1 = hosts["dedi1"], hosts["cloud1"], hosts["deb1"]
+    fleet = tmp_path / "home" / "servers"
+    fleet.parent.mkdir()
+    copy_example("bootstrap", fleet)
+    stand_in = copy_stand_in(str(tmp_path / "stand-in"))
+    with open(testhosts.ssh_key_path + ".pub", encoding="utf-8") as f:
+        harness_key = f.read().strip()
+    user_inventory = json.loads(subprocess.run(["ansible-inventory", "-i", str(fleet / "inventory.yml"), "--list"],
+                                               env=ansible_env(), capture_output=True, text=True, check=True).stdout)
+    layouts = {name: user_inventory["_meta"]["hostvars"][name].get("nixos_disks") for name in hosts}
+    with FakeHetzner() as api:
+        server = api.robot.add_server(number=123456, name="dedi1")
+        robot_key = api.robot.add_key("laptop", harness_key)
+        api.cloud.add_server(name="cloud1")
+        api.cloud.add_ssh_key("laptop", harness_key)  # the key name of the doc's inventory
+
+        def on_reset(kind, srv, rescue):
+            name = "dedi1" if kind == "robot" else srv["name"]
+            hosts[name].power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
+        api.on_reset = on_reset
+
+        # What only the test machine needs, after the user's inventory: the test hosts' addresses and SSH key,
+        # their loop devices in place of the NVMe and virtio disks (the rest of each layout as the doc has it),
+        # the harness's Nix installer and reboots, the API stand-in's address, and the harness's key in Robot
+        # (a fingerprint is the key's own, the doc's is an example).
+        connection = connection_inventory(testhosts, list(hosts), tmp_path / "connection.json")
+        with open(connection, encoding="utf-8") as f:
+            added = json.load(f)
+        for name, host in hosts.items():
+            added["all"]["hosts"][name].update(nixos_nix_install_command=INSTALL_NIX_COMMAND, nixos_reboot_command=REBOOT_COMMAND,
+                                               nixos_known_hosts_file=testhosts.known_hosts_path, nixos_reboot_timeout=120,
+                                               nixos_rescue_timeout=120)
+            if layouts[name]:
+                added["all"]["hosts"][name]["nixos_disks"] = dict(layouts[name], disks=host.disks())
+        added["all"]["hosts"]["dedi1"].update(nixos_rescue_ssh_keys=[robot_key["fingerprint"]],
+                                              nixos_hetzner_robot={"endpoint": api.robot_url})
+        with open(connection, "w", encoding="utf-8") as f:
+            json.dump(added, f, indent=1)
+        credentials = {"HROBOT_API_USER": ROBOT_USER, "HROBOT_API_PASSWORD": ROBOT_PASSWORD, "HCLOUD_TOKEN": CLOUD_TOKEN}
+        rules = [
+            playbook_rule(connection), lock_rule(stand_in),
+            (lambda w: w[0] == "ansible", lambda w: w + ["-i", connection]),
+            # The stand-in's credentials for the doc's placeholders.
+            (lambda w: w[0] == "export" and w[1].split("=")[0] in credentials,
+             lambda w: ["export", "%s=%s" % (w[1].split("=")[0], credentials[w[1].split("=")[0]])]),
+        ]
+        shell = Shell(testhosts, tmp_path, fleet, rules)
+        # The user's terminal keeps what the doc exported for the next commands.
+        shell.env.update(credentials, HCLOUD_ENDPOINT=api.cloud_url)
+        blocks = docs.run_blocks("bootstrap")
+        used = []
+
+        def run(text, whole=False):
+            block = block_with(blocks, text, whole)
+            used.append(block)
+            return shell.block(block)
+
+        lock = run("flake lock")
+        assert lock.rc == 0, lock.stderr
+
+        # The dedicated server: the plan, through the API, changes nothing.
+        plan = run("--limit dedi1 --check")
+        assert plan.rc == 0, str(plan)
+        assert "would reset dedi1 into the robot rescue system, then lay out %s (wiping: True)" % ", ".join(dedi1.disks()) in plan.stdout
+        assert api.robot.resets == [] and not api.robot.rescue[123456]["active"]
+
+        # The install: reset into the rescue system, then the disks.
+        def dedi1_installed(result):
+            if _md_driver():
+                assert result.rc == 0, str(result)
+                assert dedi1.readlink("/run/current-system").endswith("-nixos-system-dedi1-24.05")
+                return
+            assert result.rc != 0
+            refused = result.results("Partition, format and mount the disks").get("dedi1", {}).get("msg", "")
+            assert refused.startswith("raid=mdadm needs the kernel's md driver"), str(result)
+            for disk in dedi1.disks():  # nothing was changed
+                assert dedi1.run("blkid -p %s" % disk, check=False).returncode == 2
+            assert not (fleet / "hosts" / "dedi1").exists()
+
+        with testhosts.serve_reboots():
+            dedi1_installed(run("ansible-playbook -i inventory.yml ansinix.nixos.bootstrap --limit dedi1\n", whole=True))
+        assert api.robot.resets == [(123456, "hw")]
+
+        # Into the rescue system again by hand, and the rerun that does not reset.
+        boot_id = dedi1.boot_id()
+        rescue = run("-m ansinix.nixos.hetzner_rescue")
+        assert rescue.rc == 0, rescue.stdout + rescue.stderr
+        assert "root_password" not in rescue.stdout or "censored" in rescue.stdout
+        assert api.robot.resets == [(123456, "hw")] * 2 and dedi1.boot_id() != boot_id
+        with testhosts.serve_reboots():
+            dedi1_installed(run("-e nixos_rescue_api=none"))
+        assert len(api.robot.resets) == 2
+
+        # The Cloud server, from start to finish.
+        with testhosts.serve_reboots():
+            cloud = run("--limit cloud1")
+        assert cloud.rc == 0, str(cloud)
+        assert [r[1] for r in api.cloud.resets] == ["reset"]
+        # The Debian server, converted in place.
+        with testhosts.serve_reboots():
+            infect = run("--limit deb1")
+        assert infect.rc == 0, str(infect)
+
+        for name, host in (("cloud1", cloud1), ("deb1", deb1)):
+            system = host.readlink("/run/current-system")
+            assert system.endswith("-nixos-system-%s-24.05" % name) and host.exists("/etc/NIXOS"), system
+            # The configuration's hardware module reads the facts the roles wrote.
+            facts = json.loads((fleet / "hosts" / name / "hardware.json").read_text())
+            config = json.loads(subprocess.run(
+                ["nix-instantiate", "--eval", "--strict", "--json", "-E", "import %s/facts.nix (builtins.fromJSON "
+                 "(builtins.readFile %s/hosts/%s/hardware.json))" % (fleet, fleet, name)],
+                capture_output=True, text=True, check=True).stdout)
+            root = facts["hardware"]["file_systems"]["/"]
+            assert config["fileSystems"]["/"]["device"] == root["device"] and config["fileSystems"]["/"]["fsType"] == root["fsType"]
+            uplink = config["systemd"]["network"]["networks"]["10-uplink"]
+            assert uplink["matchConfig"]["MACAddress"] == facts["network"]["mac"] != ""
+            assert uplink["address"][0] == "%s/%s" % (host.address, facts["network"]["ipv4"]["prefix_length"])
+        cloud_facts = json.loads((fleet / "hosts" / "cloud1" / "hardware.json").read_text())
+        assert cloud_facts["hardware"]["file_systems"]["/"]["device"] == "/dev/disk/by-label/root"
+        assert cloud_facts["hardware"]["file_systems"]["/"]["fsType"] == "ext4"
+        assert cloud_facts["hardware"]["grub_devices"] == cloud1.disks()
+
+        # Everyday deploys: what the bootstrap installed is what the site deploys (dedi1 only where it could be installed).
+        systems = {n: hosts[n].readlink("/run/current-system") for n in ("cloud1", "deb1")}
+        if not _md_driver():
+            shell.rules.insert(0, (lambda w: w[:4] == ["ansible-playbook", "-i", "inventory.yml", "ansinix.nixos.site"],
+                                   lambda w: w + ["-i", connection, "--limit", "!dedi1"]))
+        site = run("ansinix.nixos.site\n")
+        assert site.rc == 0, str(site)
+        assert {n: hosts[n].readlink("/run/current-system") for n in systems} == systems
+        assert not any(r["changed"] for r in site.results("Switch to the new system").values())
+
+    assert sorted(b.line for b in used) == sorted(b.line for b in blocks), "a block of docs/bootstrap.md was not run"

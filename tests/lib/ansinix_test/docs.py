@@ -23,14 +23,17 @@ from ansinix_test import REPO_ROOT
 DOCS = {
     "README.md": ["Try it", "The everyday deploy"],
     "docs/guide.md": None,
+    "docs/bootstrap.md": None,
     "docs/how-it-works.md": None,
     "docs/comparison.md": None,
     "docs/howto.md": None,
     "roles/deploy/README.md": None,
+    "roles/rescue_install/README.md": None,
+    "roles/infect/README.md": None,
 }
 KINDS = ("file", "excerpt", "run")
 # The scenarios of tests/integration/test_docs.py that run `run` blocks.
-SCENARIOS = ("install", "guide", "fleet", "demo")
+SCENARIOS = ("install", "guide", "fleet", "demo", "bootstrap")
 
 Block = collections.namedtuple("Block", "doc line lang text kind arg")
 
