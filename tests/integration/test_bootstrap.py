@@ -201,7 +201,9 @@ def test_infect_converts_a_debian_host(fresh_hosts, testhosts, run_playbook, tmp
     host, = fresh_hosts("deb1", deb1={"system": None, "nix": False, "nixos": False})
     host.run("mkdir -p /boot/grub && echo 'old grub' > /boot/grub/grub.cfg && echo 'nameserver 10.0.0.53' > /etc/resolv.conf")
     key_before = host.read_file("/etc/ssh/ssh_host_ed25519_key.pub")
-    args = inventory(tmp_path, testhosts, "deb1", nixos_file=str(fleet_dir / "default.nix"), nixos_bootstrap="infect")
+    # The old /boot goes under /root: a test host's / is the machine's own (only /etc, /var, /nix, /boot, /root ... are its).
+    args = inventory(tmp_path, testhosts, "deb1", nixos_file=str(fleet_dir / "default.nix"), nixos_bootstrap="infect",
+                     nixos_boot_backup_dir="/root/boot.bak")
     with testhosts.serve_reboots():
         run = run_playbook(BOOTSTRAP, args=args)
     assert run.rc == 0, str(run)
@@ -211,7 +213,7 @@ def test_infect_converts_a_debian_host(fresh_hosts, testhosts, run_playbook, tmp
     lustrate = host.read_file("/etc/NIXOS_LUSTRATE").splitlines()
     assert "etc/ssh/ssh_host_ed25519_key" in lustrate and "etc/resolv.conf" in lustrate
     assert all(host.exists("/" + path) for path in lustrate)
-    assert host.read_file("/boot.bak/grub/grub.cfg") == "old grub\n" and not host.exists("/boot/grub")
+    assert host.read_file("/root/boot.bak/grub/grub.cfg") == "old grub\n" and not host.exists("/boot/grub")
     log = host.read_file("/boot/loader/ansinix-bootloader.log").splitlines()
     assert len(log) == 1 and log[0].endswith(" boot %s install_bootloader=1" % system)
     # Same host key: the controller keeps checking it.

@@ -350,7 +350,9 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
         for name, host in hosts.items():
             added["all"]["hosts"][name].update(nixos_nix_install_command=INSTALL_NIX_COMMAND, nixos_reboot_command=REBOOT_COMMAND,
                                                nixos_known_hosts_file=testhosts.known_hosts_path, nixos_reboot_timeout=120,
-                                               nixos_rescue_timeout=120)
+                                               nixos_rescue_timeout=120,
+                                               # A test host's / is the machine's own: the old /boot goes under its /root.
+                                               nixos_boot_backup_dir="/root/boot.bak")
             if layouts[name]:
                 added["all"]["hosts"][name]["nixos_disks"] = dict(layouts[name], disks=host.disks())
         added["all"]["hosts"]["dedi1"].update(nixos_rescue_ssh_keys=[robot_key["fingerprint"]],
