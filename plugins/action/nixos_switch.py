@@ -22,7 +22,9 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, check_store_path
-from ansible_collections.ansinix.nixos.plugins.module_utils.switch import SETS_PROFILE, ACTIVATES, up_to_date_result, up_to_date_script
+from ansible_collections.ansinix.nixos.plugins.module_utils.switch import (
+    ACTIVATES, SETS_PROFILE, up_to_date_result, up_to_date_script, validate_params,
+)
 
 display = Display()
 
@@ -113,6 +115,15 @@ class ActionModule(ActionBase):
             path = check_store_path(args["path"])
             profile = args.get("profile") or "/nix/var/nix/profiles/system"
             require_nixos = boolean(args.get("require_nixos", True))
+            # Values the module would refuse are the module's to report, up to date or not.
+            for name in ("install_bootloader", "rollback_on_failure", "use_environment_nix_path"):
+                boolean(args.get(name, False))
+            if not isinstance(args.get("options", {}), dict) or not isinstance(args.get("nix_path", []), list):
+                return None
+            validate_params({"path": path, "rollback": False, "generation": None, "specialisation": None,
+                             "confirm_timeout": int(args.get("confirm_timeout", 30)), "lock_timeout": int(args.get("lock_timeout", 300)),
+                             "activation_timeout": int(args.get("activation_timeout", 1800)),
+                             "keep_generations": None if args.get("keep_generations") is None else int(args["keep_generations"])})
         except (NixError, TypeError, ValueError):
             return None
         try:
