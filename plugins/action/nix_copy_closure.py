@@ -559,10 +559,13 @@ class ActionModule(ActionBase):
         if len(paths) > QUERY_CHUNK:
             return False
         try:
-            res = self._low_level_execute_command(NIX_PATH_PREFIX + "nix-store --check-validity --print-invalid "
-                                                  + " ".join(shlex.quote(p) for p in paths), sudoable=True)
+            res = self._low_level_execute_command(NIX_PATH_PREFIX + "command -v nix-store >/dev/null || exit %d; "
+                                                  "nix-store --check-validity --print-invalid %s"
+                                                  % (NO_NIX_RC, " ".join(shlex.quote(p) for p in paths)), sudoable=True)
         except AnsibleError:
             return False
+        if res.get("rc") == NO_NIX_RC:
+            raise NixError("`nix-store` was not found on %s: %s" % (self.task_host(), INSTALL_HINT))
         return res.get("rc") == 0 and not (res.get("stdout") or "").strip()
 
     def task_host(self):
