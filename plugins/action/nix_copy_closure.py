@@ -556,6 +556,25 @@ class ActionModule(ActionBase):
         missing = set(self.remote_chunked("nix-store --check-validity --print-invalid %s", paths, "asking which paths are missing").split())
         return [p for p in paths if p in missing]
 
+    def _has_all(self, paths):
+        """Whether the target has every path already, asked over the task's own connection (no serve session).
+
+        A valid store path has its whole closure in the store, so a rerun learns it has nothing to send from
+        one command; it also opens the connection (an SSH master, with ControlPersist) the next task reuses.
+        Any doubt (an error, a path it lacks) means: ask the serve session, which says exactly what is missing.
+        """
+        if len(paths) > QUERY_CHUNK:
+            return False
+        try:
+            res = self._low_level_execute_command(NIX_PATH_PREFIX + "command -v nix-store >/dev/null || exit %d; "
+                                                  "nix-store --check-validity --print-invalid %s"
+                                                  % (NO_NIX_RC, " ".join(shlex.quote(p) for p in paths)), sudoable=True)
+        except AnsibleError:
+            return False
+        if res.get("rc") == NO_NIX_RC:
+            raise NixError("`nix-store` was not found on %s: %s" % (self.task_host(), INSTALL_HINT))
+        return res.get("rc") == 0 and not (res.get("stdout") or "").strip()
+
     def task_host(self):
         return self._play_context.remote_addr or "the target"
 
@@ -609,6 +628,8 @@ class ActionModule(ActionBase):
                                "with delegate_to: %s)" % (source.name, ", ".join(invalid), source.delegate_to))
             # Dependencies first: the order a store adds paths in.
             closure = source.run(["nix-store", "--query", "--requisites"] + paths).split()
+            if self._has_all(paths):
+                return self._result(method, closure, [], {}, [], changed=False)
             if method == "ssh":
                 return self._copy_ssh(source, closure, paths, args)
             return self._copy_stream(source, closure, args)

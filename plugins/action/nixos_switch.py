@@ -17,8 +17,14 @@ import shlex
 import time
 
 from ansible.errors import AnsibleError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+
+from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, check_store_path
+from ansible_collections.ansinix.nixos.plugins.module_utils.switch import (
+    ACTIVATES, SETS_PROFILE, up_to_date_result, up_to_date_script, validate_params,
+)
 
 display = Display()
 
@@ -27,6 +33,10 @@ RECOVERY_GRACE = 120
 # How long the runner may take to finish after the confirmation (pruning generations included).
 FINISH_WAIT = 300
 SAME_CONNECTION_RC = 4
+# The options a shortcut for an up-to-date host understands; any other option is the module's to judge.
+FAST_ARGS = frozenset(("path", "action", "profile", "require_nixos", "rollback", "generation", "specialisation", "confirm_timeout",
+                       "keep_generations", "install_bootloader", "rollback_on_failure", "lock_timeout", "activation_timeout",
+                       "nix_path", "use_environment_nix_path", "options"))
 
 # Runs on the host over the new connection: find this command's sshd process (the connection's),
 # refuse to confirm over the module's, hand the runner the token, and wait for it to finish.
@@ -72,6 +82,10 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
+        unchanged = self._already_there()
+        if unchanged is not None:
+            result.update(unchanged)
+            return result
         module_result = self._execute_module(module_name="ansinix.nixos.nixos_switch", module_args=self._task.args,
                                              task_vars=task_vars)
         request = module_result.pop("confirm", None)
@@ -79,6 +93,46 @@ class ActionModule(ActionBase):
             self._confirm(request, module_result)
         result.update(module_result)
         return result
+
+    # -- a host that already runs the system ---------------------------------------------------------
+
+    def _already_there(self):
+        """The module's result when the host already runs `path`, read by one shell command; None: run the module.
+
+        A rerun that changes nothing then costs one command over the task's connection, not a Python start on
+        the host. Anything unusual (check or diff mode, a specialisation, another deploy holding the lock, not
+        root, not NixOS) is left to the module, which says what is wrong or waits.
+        """
+        args = self._task.args
+        if self._task.check_mode or self._task.diff or not args.get("path") or set(args) - FAST_ARGS:
+            return None
+        try:
+            action = args.get("action", "switch")
+            if boolean(args.get("rollback", False)) or args.get("generation") is not None or args.get("specialisation"):
+                return None
+            if action not in SETS_PROFILE + ACTIVATES:
+                return None
+            path = check_store_path(args["path"])
+            profile = args.get("profile") or "/nix/var/nix/profiles/system"
+            require_nixos = boolean(args.get("require_nixos", True))
+            # Values the module would refuse are the module's to report, up to date or not.
+            for name in ("install_bootloader", "rollback_on_failure", "use_environment_nix_path"):
+                boolean(args.get(name, False))
+            if not isinstance(args.get("options", {}), dict) or not isinstance(args.get("nix_path", []), list):
+                return None
+            validate_params({"path": path, "rollback": False, "generation": None, "specialisation": None,
+                             "confirm_timeout": int(args.get("confirm_timeout", 30)), "lock_timeout": int(args.get("lock_timeout", 300)),
+                             "activation_timeout": int(args.get("activation_timeout", 1800)),
+                             "keep_generations": None if args.get("keep_generations") is None else int(args["keep_generations"])})
+        except (NixError, TypeError, ValueError):
+            return None
+        try:
+            res = self._low_level_execute_command(up_to_date_script(path, profile, require_nixos), sudoable=True)
+        except AnsibleError:
+            return None  # the module's run says what is wrong with the connection
+        if res.get("rc") != 0:
+            return None
+        return up_to_date_result(action, path, profile, res.get("stdout"))
 
     # -- over a new connection ----------------------------------------------------------------------
 

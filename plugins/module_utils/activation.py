@@ -215,10 +215,14 @@ def last_run(state_dir=STATE_DIR):
     dirs = run_dirs(state_dir)
     if not dirs:
         return None
-    status = read_json(os.path.join(state_dir, dirs[-1], "status.json")) or {}
+    return run_summary(read_json(os.path.join(state_dir, dirs[-1], "status.json")) or {},
+                       read_json(os.path.join(state_dir, dirs[-1], "params.json")) or {})
+
+
+def run_summary(status, params):
+    """last_activation: a runner's status and parameters, as the module reports them."""
     keys = ("state", "outcome", "rc", "rolled_back", "rollback_reason", "confirmed", "previous_system", "current_system",
             "started", "finished", "log", "error")
-    params = read_json(os.path.join(state_dir, dirs[-1], "params.json")) or {}
     summary = dict((k, status.get(k)) for k in keys)
     summary.update(system=params.get("system"), action=params.get("action"))
     return json.loads(json.dumps(summary))

@@ -6,15 +6,18 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import re
+import shlex
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation import (
-    LOCK_FILE, Activation, DeployLock, last_run, remove_old_runs,
+    LOCK_FILE, STATE_DIR, Activation, DeployLock, last_run, remove_old_runs, run_summary,
 )
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import connection_id
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, check_store_path
 from ansible_collections.ansinix.nixos.plugins.module_utils.nixos import (
-    BOOTED_SYSTEM, CURRENT_SYSTEM, Profile, check_system, closure_diff, format_closure_diff, parse_units,
+    BOOT_PARTS, BOOTED_SYSTEM, CURRENT_SYSTEM, Profile, check_system, closure_diff, format_closure_diff, parse_units,
     realpath_or_none, reboot_required,
 )
 
@@ -238,3 +241,81 @@ class Switch:
                            **result)
         raise NixError("the switch to %s did not complete: %s; log on the host: %s"
                        % (result["system"], status.get("error") or outcome, status.get("log")), **result)
+
+
+# -- the controller's shortcut for a host that is already up to date --------------------------------------
+
+# Read as root over the task's own connection, with no Python started on the host: whether a host already
+# runs `path` (so nixos_switch would change nothing), and what the module would report then. It prints
+# `key value` lines and `end`; it exits 3 wherever only the module can decide (not root, not NixOS, no
+# nix-env, no flock, another deploy holding the lock). The lock is held while reading, like the module does.
+UP_TO_DATE_SCRIPT = r"""
+p=%(path)s; prof=%(profile)s; lock=%(lock)s
+[ "$(id -u)" = 0 ] || exit 3
+%(require_nixos)s
+[ -e "$p/bin/switch-to-configuration" ] || exit 3
+PATH="$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:$HOME/.nix-profile/bin"
+command -v nix-env >/dev/null 2>&1 || exit 3
+if [ -e "$lock" ]; then
+  command -v flock >/dev/null 2>&1 || exit 3
+  exec 9<"$lock" || exit 3
+  flock -n 9 || exit 3
+  printf 'lock %%s\n' "$(tr -d '\n' < "$lock")"
+  d=$(sed -n 's/.*"status_dir": *"\([^"]*\)".*/\1/p' "$lock")
+  [ -z "$d" ] || printf 'lock_status %%s\n' "$(tr -d '\n' < "$d/status.json" 2>/dev/null)"
+fi
+v() { if [ -e "$2" ] || [ -L "$2" ]; then printf '%%s %%s\n' "$1" "$(readlink -f "$2")"; fi; }
+v current /run/current-system
+v profile "$prof"
+printf 'profile_link %%s\n' "$(readlink "$prof" 2>/dev/null)"
+if [ -e /run/booted-system ]; then
+  echo booted
+  for part in kernel initrd kernel-modules; do v "booted_$part" "/run/booted-system/$part"; v "new_$part" "$p/$part"; done
+fi
+last=; for d in %(state_dir)s/switch-*; do [ -d "$d" ] && last=$d; done
+if [ -n "$last" ]; then
+  printf 'last_status %%s\n' "$(tr -d '\n' < "$last/status.json" 2>/dev/null)"
+  printf 'last_params %%s\n' "$(grep -E '^ *"(action|system)": ' "$last/params.json" 2>/dev/null | tr -d '\n')"
+fi
+echo end
+"""
+
+
+def up_to_date_script(path, profile, require_nixos):
+    """The shell script that reads a host's state for up_to_date_result()."""
+    return UP_TO_DATE_SCRIPT.strip() % {
+        "path": shlex.quote(path), "profile": shlex.quote(profile), "lock": shlex.quote(LOCK_FILE),
+        "state_dir": shlex.quote(STATE_DIR),
+        "require_nixos": "[ -e /etc/NIXOS ] || exit 3" if require_nixos else ":",
+    }
+
+
+def up_to_date_result(action, path, profile, stdout):
+    """The module's result for a host the script found already on `path`, or None when the module must run."""
+    state = {}
+    lines = [line.rstrip("\r") for line in (stdout or "").splitlines()]
+    if "end" not in lines:
+        return None
+    for line in lines:
+        key, _sep, value = line.partition(" ")
+        state[key] = value
+    try:
+        record = json.loads(state.get("lock") or "{}") or {}
+        if record.get("handover") and (json.loads(state.get("lock_status") or "{}") or {}).get("state") != "finished":
+            return None  # a switch was handed to a runner that may still be going
+        current = state.get("current") or None
+        if not up_to_date(action, state.get("profile") or None, current, path, path):
+            return None
+        match = re.match(r"^%s-(\d+)-link$" % re.escape(os.path.basename(profile)), os.path.basename(state.get("profile_link", "")))
+        last = None
+        if state.get("last_status"):
+            params = json.loads("{%s}" % state.get("last_params", "").strip().rstrip(","))
+            last = run_summary(json.loads(state["last_status"]), params)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return {
+        "changed": False, "action": action, "previous": current, "current": current, "system": path,
+        "generation": int(match.group(1)) if match else None, "rolled_back": False, "confirmed": None,
+        "reboot_required": "booted" in state and any(state.get("booted_" + part) != state.get("new_" + part) for part in BOOT_PARTS),
+        "units": parse_units(""), "last_activation": last,
+    }
