@@ -39,6 +39,14 @@ EVALUATING_COMMANDS = ("nix", "nix-build", "nix-instantiate", "nix-env")
 FLAKES_SINCE = (2, 4)
 
 
+# The options of the ansinix.nixos.nix doc fragment, for every module that runs Nix.
+NIX_ARGUMENT_SPEC = dict(
+    nix_path=dict(type="list", elements="str", default=[]),
+    use_environment_nix_path=dict(type="bool", default=False),
+    options=dict(type="dict", default={}),
+)
+
+
 class NixError(Exception):
     """A failure with a message fit for a user: one line, what went wrong and what to do.
 
@@ -389,3 +397,10 @@ class Nix:
     def add_root(self, path, link):
         """Make link an (indirect) GC root for the valid store path."""
         self.realise(check_store_path(path), out_link=link)
+
+
+def nix_for(module):
+    """The Nix runner a module's NIX_ARGUMENT_SPEC options ask for."""
+    params = module.params
+    return Nix(module, nix_path=params["nix_path"], options=params["options"],
+               use_environment_nix_path=params["use_environment_nix_path"])

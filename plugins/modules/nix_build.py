@@ -238,7 +238,7 @@ log_tail:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.build import Builder
-from ansible_collections.ansinix.nixos.plugins.module_utils.nix import Nix, NixError
+from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NIX_ARGUMENT_SPEC, NixError, nix_for
 
 
 def main():
@@ -251,16 +251,13 @@ def main():
             args=dict(type="dict", default={}),
             out_link=dict(type="path"),
             override_inputs=dict(type="dict", default={}),
-            nix_path=dict(type="list", elements="str", default=[]),
-            use_environment_nix_path=dict(type="bool", default=False),
-            options=dict(type="dict", default={}),
+            **NIX_ARGUMENT_SPEC
         ),
         mutually_exclusive=[("flake", "file"), ("attr", "nixos_configuration")],
         required_one_of=[("flake", "file")],
         supports_check_mode=True,
     )
-    nix = Nix(module, nix_path=module.params["nix_path"], options=module.params["options"],
-              use_environment_nix_path=module.params["use_environment_nix_path"])
+    nix = nix_for(module)
     builder = Builder(nix, module.params)
     try:
         result = builder.build(module.check_mode)

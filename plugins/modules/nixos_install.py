@@ -96,7 +96,7 @@ output:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.install import Installer
-from ansible_collections.ansinix.nixos.plugins.module_utils.nix import Nix, NixError
+from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NIX_ARGUMENT_SPEC, NixError, nix_for
 
 
 def main():
@@ -106,15 +106,12 @@ def main():
             root=dict(type="path", default="/mnt"),
             profile=dict(type="path", default="/nix/var/nix/profiles/system"),
             install_bootloader=dict(type="bool", default=True),
-            nix_path=dict(type="list", elements="str", default=[]),
-            use_environment_nix_path=dict(type="bool", default=False),
-            options=dict(type="dict", default={}),
+            **NIX_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )
     params = module.params
-    nix = Nix(module, nix_path=params["nix_path"], options=params["options"],
-              use_environment_nix_path=params["use_environment_nix_path"])
+    nix = nix_for(module)
     try:
         installer = Installer(module, nix, params["system"], params["root"], params["profile"])
         result = installer.install(module.check_mode, params["install_bootloader"])

@@ -228,7 +228,7 @@ closure_diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ansinix.nixos.plugins.module_utils.nix import Nix, NixError
+from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NIX_ARGUMENT_SPEC, NixError, nix_for
 from ansible_collections.ansinix.nixos.plugins.module_utils.switch import Switch
 
 
@@ -248,15 +248,12 @@ def main():
             keep_generations=dict(type="int"),
             lock_timeout=dict(type="int", default=300),
             activation_timeout=dict(type="int", default=1800),
-            nix_path=dict(type="list", elements="str", default=[]),
-            use_environment_nix_path=dict(type="bool", default=False),
-            options=dict(type="dict", default={}),
+            **NIX_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )
     params = module.params
-    nix = Nix(module, nix_path=params["nix_path"], options=params["options"],
-              use_environment_nix_path=params["use_environment_nix_path"])
+    nix = nix_for(module)
     try:
         result = Switch(module, nix, params).run(module.check_mode, module._diff)
     except NixError as exc:
