@@ -14,13 +14,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from ansinix_test import REPO_ROOT
 from ansinix_test.ansible import ansible_env, run_playbook
 from ansinix_test.fakehetzner import CLOUD_TOKEN, FakeHetzner
 from ansinix_test.hosts import TestHosts
+from ansinix_test.procs import TreeMemory
 from ansinix_test.systems import NIX_ENV, build_system
 
 FLEET = os.path.join(REPO_ROOT, "tests", "fixtures", "fleet.nix")
@@ -46,56 +46,6 @@ def check(proc, what):
         out = getattr(proc, "stdout", "") + getattr(proc, "stderr", "")
         raise SystemExit("bench: %s failed:\n%s" % (what, str(proc) if not out else out[-3000:]))
     return proc
-
-
-class TreeMemory:
-    """Peak resident memory of a process and all its descendants, sampled every 20 ms."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _tree(self):
-        children = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open("/proc/%s/stat" % entry, encoding="ascii") as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                    children.setdefault(ppid, []).append(int(entry))
-                except (OSError, ValueError, IndexError):
-                    continue
-        pids, todo = [], [self.pid]
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            todo.extend(children.get(pid, []))
-        return pids
-
-    def _rss(self, pid):
-        try:
-            with open("/proc/%d/status" % pid, encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, sum(self._rss(p) for p in self._tree()))
-            self._stop.wait(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 class Bench:

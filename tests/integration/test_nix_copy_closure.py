@@ -7,14 +7,13 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
 from ansinix_test.ansible import ansible_env
+from ansinix_test.procs import TreeMemory, kill_tree
 from ansinix_test.systems import NIX_ENV, build_system, closure, nar_size
 
 MODULE = "ansinix.nixos.nix_copy_closure"
@@ -245,25 +244,6 @@ def test_copy_from_a_builder_host_without_trust_between_the_hosts(fresh_hosts, r
 
 # -- killed half-way, then run again ------------------------------------------------------------------------
 
-def kill_tree(pid):
-    """SIGKILL a process and all its descendants: Ansible's workers start sessions of their own, out of reach of killpg."""
-    children = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/stat" % entry, encoding="ascii") as f:
-                ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(todo.pop())
-        todo += children.get(tree[-1], [])
-    for member in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(member, signal.SIGKILL)
-
-
 @contextlib.contextmanager
 def throttled(host, rate="400mbit"):
     """Traffic to the host at this rate (a token bucket on its link), so a copy takes long enough to be cut."""
@@ -310,53 +290,6 @@ def test_a_copy_killed_half_way_leaves_a_valid_store_and_the_next_run_completes_
 
 
 # -- memory ---------------------------------------------------------------------------------------------------
-
-class TreeMemory:
-    """Peak summed RSS of a process and all its descendants, sampled every 20 ms."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.peak = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.sample, daemon=True)
-
-    def tree(self):
-        children = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open("/proc/%s/stat" % entry, encoding="ascii") as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry))
-        todo, seen = [self.pid], []
-        while todo:
-            pid = todo.pop()
-            seen.append(pid)
-            todo.extend(children.get(pid, []))
-        return seen
-
-    def sample(self):
-        while not self.stop.is_set():
-            total = 0
-            for pid in self.tree():
-                try:
-                    with open("/proc/%d/status" % pid, encoding="ascii") as f:
-                        total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
-                except (OSError, StopIteration):
-                    continue
-            self.peak = max(self.peak, total)
-            self.stop.wait(0.02)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
 
 def test_controller_memory_does_not_grow_with_the_closure(host, testhosts):
     peaks = {}

@@ -1,0 +1,73 @@
+"""Processes of the controller as a tree: what a test or the benchmark started, and everything it started.
+
+Ansible's workers start sessions of their own, so a process group does not reach them; the parent links
+in /proc do.
+"""
+import contextlib
+import os
+import signal
+import threading
+
+
+def descendants(pid):
+    """pid and every process below it, parents first."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % entry, encoding="ascii") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def kill_tree(pid):
+    """SIGKILL a process and all its descendants."""
+    for member in descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
+def rss(pid):
+    """Resident memory of a process in bytes (0 once it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory:
+    """Peak summed resident memory of a process and all its descendants, sampled every 20 ms.
+
+        with TreeMemory(proc.pid) as memory:
+            proc.wait()
+        memory.peak
+    """
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(rss(p) for p in descendants(self.pid)))
+            self._stop.wait(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
