@@ -326,6 +326,8 @@ class Builder:
         except OSError as exc:
             raise NixError("cannot create %s for out_link: %s; choose an out_link this user may write" % (parent, exc.strerror)) from None
         self.nix.realise("%s!%s" % (drv, evaluated["output_name"]), out_link=out_link, what=out_path)
-        if not self.nix.is_valid(out_path) or os.path.realpath(out_link) != out_path:
-            raise NixError("building %s succeeded, but the path is not valid or %s does not point to it" % (out_path, out_link))
+        if not self.nix.is_valid(out_path):
+            raise NixError("building %s succeeded, but the path is not valid in the store afterwards" % out_path)
+        # Not checked: where out_link points now. Another run building the same configuration on this machine at the
+        # same moment may have pointed it at its own result since; the last one keeps the link, both builds are valid.
         return result
