@@ -143,33 +143,52 @@ wait
 
     # -- 4: a large closure -------------------------------------------------------------------------------------
 
-    def large_closure(self, sizes):
+    def large_closure(self, sizes, rounds):
+        """Each copy method against nix-copy-closure, alternating, on a host reset before every copy.
+
+        The throughput is the copy task's own time (connecting, asking what is missing, sending, importing), as
+        nix-copy-closure's whole run is: Ansible's start-up is the same whatever the closure and is measured in 2.
+        """
         (host,) = self.hosts.start(["big"], options={"big": {"system": build_system(name="base")}})
+        env = dict(NIX_ENV, NIX_SSHOPTS=" ".join(self.hosts.ssh_options()))
         peaks = {}
         for mib in sizes:
             system = build_system(name="big", payloadMiB=mib, payloadSeed="bench-%d-%d" % (mib, time.time()))
-            host.reset()
-            cmd = ["nix-copy-closure", "--to", "root@" + host.address, system]
-            env = dict(NIX_ENV, NIX_SSHOPTS=" ".join(self.hosts.ssh_options()))
-            base = timed(lambda: check(subprocess.run(cmd, env=env, capture_output=True, text=True, check=False), "nix-copy-closure"))[0]
-            for method in ("stream", "ssh"):
+            base, task, whole = [], {}, {}
+            for _round in range(rounds):
                 host.reset()
-                argv = ["ansible", "big", "-m", "ansinix.nixos.nix_copy_closure", "-a", "path=%s method=%s" % (system, method)]
-                proc = subprocess.Popen(argv, env=ansible_env(self.hosts), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                start = time.monotonic()
-                with TreeMemory(proc.pid) as memory:
-                    out, err = proc.communicate()
-                elapsed = time.monotonic() - start
-                check(subprocess.CompletedProcess(argv, proc.returncode, out, err), "nix_copy_closure %s" % method)
-                peaks[(method, mib)] = memory.peak
-                self.row("4. %d MiB closure, method=%s: throughput vs nix-copy-closure" % (mib, method), base / elapsed, ">= 0.8",
-                         "%.1f s vs %.1f s: %.2fx; controller peak %.0f MiB" % (elapsed, base, base / elapsed, memory.peak / MIB),
-                         base / elapsed >= 0.8)
+                cmd = ["nix-copy-closure", "--to", "root@" + host.address, system]
+                base.append(timed(lambda: check(subprocess.run(cmd, env=env, capture_output=True, text=True, check=False),
+                                                "nix-copy-closure"))[0])
+                for method in ("stream", "ssh"):
+                    host.reset()
+                    memory = []
+
+                    def watched(pid):
+                        memory.append(TreeMemory(pid))
+                        return memory[-1]
+                    play = ("- name: Copy\n  hosts: big\n  gather_facts: false\n  tasks:\n    - name: Copy the closure\n"
+                            "      ansinix.nixos.nix_copy_closure:\n        path: %s\n        method: %s\n" % (system, method))
+                    elapsed, run = timed(lambda: run_playbook(play, hosts=self.hosts, watch=watched))
+                    check(run, "nix_copy_closure %s" % method)
+                    if run.result("Copy the closure", "big")["bytes"] < mib * MIB:
+                        raise SystemExit("bench: the %s copy of %d MiB sent less than the closure" % (method, mib))
+                    task.setdefault(method, []).append(run.seconds("Copy the closure")["big"])
+                    whole.setdefault(method, []).append(elapsed)
+                    old = peaks.get((method, mib), (0, 0))
+                    peaks[(method, mib)] = (max(old[0], memory[0].peak_pss), max(old[1], memory[0].peak))
+            b = statistics.median(base)
+            for method in ("stream", "ssh"):
+                t, w = statistics.median(task[method]), statistics.median(whole[method])
+                self.row("4. %d MiB closure, method=%s: throughput vs nix-copy-closure" % (mib, method), b / t, ">= 0.8",
+                         "copy task %.1f s vs nix-copy-closure %.1f s: %.2fx (the whole ansible-playbook run: %.1f s, %.2fx)"
+                         % (t, b, b / t, w, b / w), b / t >= 0.8)
         for method in ("stream", "ssh"):
-            mems = [peaks[(method, mib)] / MIB for mib in sizes]
+            mems = [peaks[(method, mib)][0] / MIB for mib in sizes]
             flat = max(mems) <= 150 and (len(mems) < 2 or max(mems) - min(mems) <= 20)
             self.row("4. controller peak memory, method=%s" % method, max(mems), "<= 150 MiB, flat",
-                     ", ".join("%d MiB closure: %.0f MiB" % (mib, m) for mib, m in zip(sizes, mems)), flat)
+                     ", ".join("%d MiB closure: %.0f MiB (RSS summed: %.0f MiB)" % (mib, m, peaks[(method, mib)][1] / MIB)
+                               for mib, m in zip(sizes, mems)), flat)
 
     # -- 5: the inventory ---------------------------------------------------------------------------------------
 
@@ -276,7 +295,7 @@ def main(argv=None):
         bench.fresh_deploy(names, args.rounds)
         bench.no_change_rerun(names, args.rounds)
         bench.bytes_for_changed_package(names)
-        bench.large_closure(args.sizes)
+        bench.large_closure(args.sizes, args.rounds)
         bench.inventory(args.servers, args.rounds)
     finally:
         bench.hosts.stop()
@@ -285,6 +304,10 @@ def main(argv=None):
         " new SSH connection, which the hand-written script does not do.",
         "Ansible runs with the settings docs/howto.md recommends: pipelining, SSH connection reuse (ControlPersist)"
         " without ssh compression, and a fork per host.",
+        "Copies (4): the throughput is the copy task's time from its start to its result, against nix-copy-closure's whole"
+        " run; both connect, ask what is missing, send and import. The whole ansible-playbook run, Ansible's start-up"
+        " included, is in the details. Memory is the proportional set size (PSS) summed over ansible-playbook and every"
+        " process under it: summed RSS, in the details, counts every page a forked worker shares with its parent twice.",
     ]
     bench.write(args.output, started, time.time() - started)
     print("wrote %s" % args.output)

@@ -1,4 +1,5 @@
 """Running ansible, ansible-playbook and ansible-inventory against the test hosts, for real."""
+import contextlib
 import json
 import os
 import subprocess
@@ -60,6 +61,10 @@ class PlaybookRun:
     def result(self, task_name, host):
         return self.results(task_name)[host]
 
+    def seconds(self, task_name):
+        """{host: seconds from the task's start to this host's result}."""
+        return {e["host"]: e["seconds"] for e in self.events if e["task"] == task_name}
+
     def changed(self):
         """{host: number of changed task results}."""
         counts = {}
@@ -79,8 +84,12 @@ class PlaybookRun:
         return "<PlaybookRun rc=%d>" % self.rc
 
 
-def run_playbook(playbook, hosts=None, args=(), env=None, timeout=900):
-    """Run a playbook (YAML text or a path). Every task result is recorded by a test callback."""
+def run_playbook(playbook, hosts=None, args=(), env=None, timeout=900, watch=None):
+    """Run a playbook (YAML text or a path). Every task result is recorded by a test callback.
+
+    watch: called with the pid of ansible-playbook, returns a context manager that is open while it runs
+    (procs.TreeMemory, say).
+    """
     with tempfile.TemporaryDirectory(prefix="ansinix-play-") as tmp:
         if "\n" in playbook:
             path = os.path.join(tmp, "playbook.yml")
@@ -92,8 +101,16 @@ def run_playbook(playbook, hosts=None, args=(), env=None, timeout=900):
         extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansinix_test_recorder", "ANSIBLE_CALLBACK_PLUGINS": CALLBACK_DIR,
                  "ANSINIX_TEST_EVENTS": events_file}
         extra.update(env or {})
-        proc = subprocess.run(["ansible-playbook", path] + list(args), env=ansible_env(hosts, extra),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        argv = ["ansible-playbook", path] + list(args)
+        with subprocess.Popen(argv, env=ansible_env(hosts, extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as popen:
+            try:
+                with watch(popen.pid) if watch else contextlib.nullcontext():
+                    out, err = popen.communicate(timeout=timeout)
+            except BaseException:
+                popen.kill()
+                raise
+        proc = subprocess.CompletedProcess(argv, popen.returncode, out, err)
         events = []
         if os.path.exists(events_file):
             with open(events_file, encoding="utf-8") as f:

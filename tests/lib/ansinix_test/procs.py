@@ -45,23 +45,42 @@ def rss(pid):
     return 0
 
 
+def pss(pid):
+    """Proportional set size of a process in bytes: its private pages plus its share of pages it shares (0 once gone).
+
+    Summed over a tree it counts a page that a forked worker shares with its parent once, where summed RSS counts it
+    in every process that maps it.
+    """
+    try:
+        with open("/proc/%d/smaps_rollup" % pid, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class TreeMemory:
-    """Peak summed resident memory of a process and all its descendants, sampled every 20 ms.
+    """Peak memory of a process and all its descendants, sampled every 20 ms: summed RSS (peak) and summed PSS (peak_pss).
 
         with TreeMemory(proc.pid) as memory:
             proc.wait()
-        memory.peak
+        memory.peak, memory.peak_pss
     """
 
     def __init__(self, pid):
         self.pid = pid
         self.peak = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, sum(rss(p) for p in descendants(self.pid)))
+            tree = descendants(self.pid)
+            self.peak = max(self.peak, sum(rss(p) for p in tree))
+            self.peak_pss = max(self.peak_pss, sum(pss(p) for p in tree))
             self._stop.wait(0.02)
 
     def __enter__(self):
