@@ -55,7 +55,9 @@ echo "connection $conn"
 if [ "$original" != none ] && [ "$conn" = "$original" ]; then exit %(same_rc)d; fi
 printf '%%s %%s\n' %(token)s "$conn" > "$dir/confirm.tmp" && mv -f "$dir/confirm.tmp" "$dir/confirm" || exit 5
 i=0
-while [ "$i" -lt %(polls)d ] && ! grep -q '"state": "finished"' "$dir/status.json"; do sleep 0.1; i=$((i + 1)); done
+while [ "$i" -lt %(polls)d ] && ! grep -q '"state": "finished"' "$dir/status.json"; do
+  if [ "$i" -lt 25 ]; then sleep 0.02; else sleep 0.1; fi; i=$((i + 1))
+done
 echo status; cat "$dir/status.json"
 """
 

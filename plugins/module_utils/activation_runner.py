@@ -31,7 +31,9 @@ import time
 HANDOVER_GRACE = 30
 CURRENT_SYSTEM = "/run/current-system"
 BOOTED_SYSTEM = "/run/booted-system"
-CONFIRM_POLL = 0.1
+# A confirmation usually comes within a second of the activation: look often then, and less often later.
+CONFIRM_POLL = 0.02
+CONFIRM_POLL_LATER = 0.1
 LOCK_WAIT = 600
 
 PARAM_KEYS = (
@@ -314,12 +316,12 @@ class Runner:
         """True when the controller confirmed over a new connection within timeout seconds."""
         self.update(state="awaiting-confirmation", confirm_deadline_epoch=time.time() + timeout)
         path = os.path.join(self.status_dir, "confirm")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while time.monotonic() < started + timeout:
             answer = self.confirmation(path)
             if answer is not None:
                 return answer
-            time.sleep(CONFIRM_POLL)
+            time.sleep(CONFIRM_POLL if time.monotonic() < started + 5 else CONFIRM_POLL_LATER)
         return self.confirmation(path) is True
 
     def confirmation(self, path):
