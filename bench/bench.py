@@ -88,16 +88,20 @@ wait
         return check(run, "ansible-playbook %s" % SITE)
 
     def fresh_deploy(self, names, rounds):
-        base, ours, copies = [], [], []
+        base, ours, unconfirmed, copies = [], [], [], []
         for i in range(rounds):
             tag = "%s-%d" % (int(time.time()), i)
             base.append(timed(lambda: self.hand_written_deploy(names, "hand-" + tag))[0])
             elapsed, run = timed(lambda: self.ansible_deploy(names, "ansible-" + tag))
             ours.append(elapsed)
             copies.extend(run.results("Copy the store paths the host lacks").values())
-        b, o = statistics.median(base), statistics.median(ours)
+            # What the script does: no confirmation over a new connection, no rollback if none comes.
+            unconfirmed.append(timed(lambda: self.ansible_deploy(names, "unconfirmed-" + tag, ["-e", "nixos_confirm_timeout=0"]))[0])
+        b, o, u = statistics.median(base), statistics.median(ours), statistics.median(unconfirmed)
         self.row("1. fresh deploy of a new generation to %d hosts" % len(names), o / b, "<= 2.0",
                  "ansible-playbook %.1f s vs hand-written script %.1f s: %.2fx" % (o, b, o / b), o / b <= 2.0)
+        self.row("1. the same without magic rollback (nixos_confirm_timeout=0), as the script", u / b, "-",
+                 "ansible-playbook %.1f s vs %.1f s: %.2fx" % (u, b, u / b))
         sent = sum(c["bytes"] for c in copies)
         nar = sum(c.get("nar_bytes", 0) for c in copies)
         paths = sum(c["copied"] for c in copies)
