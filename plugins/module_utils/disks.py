@@ -5,7 +5,8 @@
 RAID1 (mdadm, or btrfs's own), file systems, labels and mounts under an install root.
 
 The plan is made from the layout alone (pure functions below, unit tested); the module probes the
-disks, refuses to wipe any that holds a file system unless told to, and runs the plan.
+disks, refuses to wipe any that holds a file system unless told to, and runs the plan. A script
+(disko's, built from the configuration) can lay the disks out instead, behind the same interlock.
 """
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ def partition_path(disk, number):
     return "%s%s%d" % (disk, "p" if disk[-1:].isdigit() else "", number)
 
 
-def normalize(params, efi_firmware):
-    """The module's options as a checked layout (a dict), or LayoutError naming what is wrong."""
+def _disks_and_boot(params, efi_firmware):
     disks = list(params.get("disks") or [])
     if not disks:
         raise LayoutError("disks is empty: list the whole disks to lay out, e.g. [/dev/nvme0n1, /dev/nvme1n1]")
@@ -60,6 +60,23 @@ def normalize(params, efi_firmware):
     boot = params.get("boot") or "auto"
     if boot == "auto":
         boot = "efi" if efi_firmware else "bios"
+    return disks, boot
+
+
+def normalize_script(params, efi_firmware):
+    """The options of a layout made by a script: the disks it claims, how they boot, the command."""
+    disks, boot = _disks_and_boot(params, efi_firmware)
+    if params.get("partitions"):
+        raise LayoutError("script and partitions are mutually exclusive: the script lays out the disks itself")
+    args = params.get("script_args") or []
+    return {"disks": disks, "boot": boot, "raid": "script", "script": [str(params["script"])] + [str(a) for a in args]}
+
+
+def normalize(params, efi_firmware):
+    """The module's options as a checked layout (a dict), or LayoutError naming what is wrong."""
+    if params.get("script"):
+        return normalize_script(params, efi_firmware)
+    disks, boot = _disks_and_boot(params, efi_firmware)
     raid = params.get("raid") or "auto"
     if raid == "auto":
         raid = "mdadm" if len(disks) > 1 else "none"
@@ -415,8 +432,23 @@ class Disks:
             steps.append(step)
         return steps
 
+    def refuse_to_wipe(self, devices):
+        """LayoutError when any of devices is in use, or holds a signature and wiping is not allowed; the found ones."""
+        busy = self.in_use(devices)
+        if busy:
+            raise LayoutError("%s is %s: unmount it (and swapoff) before laying out %s"
+                              % (busy[0][0], busy[0][1], ", ".join(self.layout["disks"])))
+        found = self.signatures(devices)
+        if found and not self.wipe:
+            raise LayoutError("refusing to wipe %s: %s. Nothing was changed. If its data may go, set wipe=true "
+                              "(the roles' nixos_wipe_disks: true)"
+                              % (", ".join(self.layout["disks"]), "; ".join("%s holds %s" % f for f in found)))
+        return found
+
     def apply(self, check_mode):
         """Lay out (or only mount) the disks; returns the result the module reports."""
+        if self.layout["raid"] == "script":
+            return self.apply_script(check_mode)
         self.check_tools()
         if self.layout["raid"] == "btrfs" and not check_mode:
             self.run(["btrfs", "device", "scan"], check=False)
@@ -428,15 +460,7 @@ class Disks:
             if steps == [["btrfs", "device", "scan"]]:
                 steps = []
         else:
-            busy = self.in_use(devices)
-            if busy:
-                raise LayoutError("%s is %s: unmount it (and swapoff) before laying out %s"
-                                  % (busy[0][0], busy[0][1], ", ".join(self.layout["disks"])))
-            found = self.signatures(devices)
-            if found and not self.wipe:
-                raise LayoutError("refusing to wipe %s: %s. Nothing was changed. If its data may go, set wipe=true "
-                                  "(the roles' nixos_wipe_disks: true)"
-                                  % (", ".join(self.layout["disks"]), "; ".join("%s holds %s" % f for f in found)))
+            found = self.refuse_to_wipe(devices)
             arrays = self.running_arrays(devices)
             wiped = [d for d, _what in found]
             steps = plan(self.layout, self.root, wipe_devices=sorted(set(wiped), key=devices.index, reverse=True),
@@ -466,3 +490,76 @@ class Disks:
             time.sleep(0.1)
         raise LayoutError("the partitions of %s did not appear (%s missing) after partitioning"
                           % (disk, ", ".join(p for p in wanted if not os.path.exists(p))))
+
+    # -- a script's layout (disko) -------------------------------------------------------------------
+
+    def script_command(self, check_mode):
+        """The script's argv; a store path of a package runs the one program in its bin/."""
+        argv = list(self.layout["script"])
+        path = argv[0]
+        if os.path.isdir(path):
+            programs = sorted(os.listdir(os.path.join(path, "bin"))) if os.path.isdir(os.path.join(path, "bin")) else []
+            if len(programs) != 1:
+                raise LayoutError("script %s is a directory with %s in bin/; give the program to run" %
+                                  (path, "no program" if not programs else "several programs (%s)" % ", ".join(programs)))
+            argv[0] = os.path.join(path, "bin", programs[0])
+        elif not check_mode and not os.access(path, os.X_OK):
+            raise LayoutError("script %s is not an executable on this host: copy it there first (ansinix.nixos.nix_copy_closure)"
+                              % path)
+        return argv
+
+    def root_mounts(self):
+        """(mount point in the installed system, device, fs type, options) of what is mounted at or under root."""
+        found = []
+        root = self.root.rstrip("/") or "/"
+        with open("/proc/mounts", encoding="utf-8") as f:
+            for line in f:
+                source, target, fs, options = line.split()[:4]
+                target = target.replace("\\040", " ")
+                if target == root or target.startswith(root + "/"):
+                    point = "/" + target[len(root):].lstrip("/")
+                    found.append((point, source, fs, [o for o in options.split(",") if o not in ("rw", "relatime")]))
+        return found
+
+    def apply_script(self, check_mode):
+        """Run the script behind the interlock, once: a root with something mounted on it counts as laid out."""
+        argv = self.script_command(check_mode)
+        if not self.module.get_bin_path("blkid"):
+            raise LayoutError("this host lacks blkid, which the interlock needs: install util-linux first")
+        devices = [d for disk in self.layout["disks"] for d in self.current_devices(disk)]
+        already = any(point == "/" for point, _s, _f, _o in self.root_mounts())
+        wiped = [] if already else [d for d, _what in self.refuse_to_wipe(devices)]
+        steps = [] if already else [argv]
+        if not check_mode and steps:
+            rc, out, err = self.module.run_command(argv, data="")
+            if rc != 0:
+                last = (err or out).strip().splitlines()[-1:] or ["no output"]
+                raise LayoutError("the disk script %s failed (exit %d): %s" % (command_line(argv), rc, last[0]))
+            if not any(point == "/" for point, _s, _f, _o in self.root_mounts()):
+                raise LayoutError("the disk script %s ran, but nothing is mounted at %s: it must mount the new root there "
+                                  "(disko mounts at disko.rootMountPoint, /mnt by default)" % (command_line(argv), self.root))
+        return {
+            "changed": bool(steps),
+            "laid_out": not already,
+            "plan": [command_line(s) for s in steps],
+            "wiped": wiped,
+            "hardware": self.script_hardware(),
+            "layout": self.layout,
+        }
+
+    def script_hardware(self):
+        """What is mounted under root, by device: a disko configuration declares its own file systems anyway."""
+        real = {os.path.realpath(d) for disk in self.layout["disks"] for d in self.current_devices(disk)}
+        swaps = []
+        with open("/proc/swaps", encoding="utf-8") as f:
+            for line in f.readlines()[1:]:
+                if os.path.realpath(line.split()[0]) in real:
+                    swaps.append({"device": line.split()[0]})
+        boot = self.layout["boot"]
+        return {
+            "boot": boot, "raid": "script", "disks": self.layout["disks"],
+            "grub_devices": self.layout["disks"] if boot == "bios" else [], "esp_devices": [],
+            "file_systems": {point: {"device": source, "fsType": fs, "options": options}
+                             for point, source, fs, options in self.root_mounts()},
+            "swap_devices": swaps, "mdadm_arrays": [],
+        }

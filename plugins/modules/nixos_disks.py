@@ -20,6 +20,9 @@ description:
     is never wiped unless O(wipe=true); the task fails before the first change and names what it found.
   - Disks that already carry this layout (the same partition names in order and file systems with the same
     types and labels) are not touched again. They are only mounted, so a rerun after a later failure is safe.
+  - Or a script lays the disks out, for example disko's C(config.system.build.diskoScript) built from the
+    configuration (O(script)). The same interlock checks O(disks) first; the script must mount the new root at
+    O(root). A root with a file system mounted on it counts as laid out, and the script is not run again.
   - Returns RV(hardware), what the NixOS configuration needs to boot from these disks.
 author:
   - ansinix.nixos maintainers (@ansinix)
@@ -66,9 +69,23 @@ options:
       - C(fs) is one of V(ext4) (default), V(xfs), V(btrfs), V(vfat), V(swap) or V(none) (left unformatted).
       - C(mount) is where the file system is mounted in the installed system; one must be V(/).
       - C(mount_options), a list such as V([noatime]).
+      - Required unless O(script) is given; mutually exclusive with it.
     type: list
     elements: dict
-    required: true
+  script:
+    description:
+      - A program on the host that partitions, formats and mounts O(disks) under O(root), run instead of a layout
+        of O(partitions). A store path of a package with one program in C(bin/) runs that program.
+      - Meant for disko. Build C(nixosConfigurations.NAME.config.system.build.diskoScript) with M(ansinix.nixos.nix_build)
+        and copy it with M(ansinix.nixos.nix_copy_closure). O(disks) must list every disk the script writes to, because the
+        interlock checks only those.
+      - O(boot), O(raid) and O(esp_size) are then not used to lay out anything; O(boot) still goes into RV(hardware).
+    type: path
+  script_args:
+    description: Arguments for O(script).
+    type: list
+    elements: str
+    default: []
   wipe:
     description:
       - Allow wiping disks that hold file systems or other signatures. Their data is lost.
@@ -104,6 +121,12 @@ EXAMPLES = r"""
     partitions:
       - {label: root, fs: btrfs, mount: /, mount_options: [compress=zstd]}
 
+- name: Lay the disks out with the configuration's disko script, copied to the host before
+  ansinix.nixos.nixos_disks:
+    disks: [/dev/sda]
+    script: "{{ disko_build.out_path }}"
+    wipe: true
+
 - name: Write what the configuration imports
   ansible.builtin.copy:
     content: "{{ layout.hardware | to_nice_json }}"
@@ -133,6 +156,8 @@ hardware:
       C(fsType) and C(options), as NixOS's C(fileSystems) takes them. C(swap_devices) for C(swapDevices).
       C(boot) (V(efi) or V(bios)), C(grub_devices) for C(boot.loader.grub.devices), C(esp_devices),
       C(raid), C(mdadm_arrays) (set C(boot.swraid.enable) when not empty), and C(disks).
+      - With O(script), C(file_systems) lists what is mounted under O(root) by device, C(swap_devices) the swap in use
+        on O(disks), and C(raid) is V(script).
   returned: always
   type: dict
 layout:
@@ -155,10 +180,14 @@ def main():
             boot=dict(type="str", default="auto", choices=["auto", "efi", "bios", "none"]),
             esp_size=dict(type="str", default="512M"),
             raid=dict(type="str", default="auto", choices=["auto", "none", "mdadm", "btrfs"]),
-            partitions=dict(type="list", elements="dict", required=True),
+            partitions=dict(type="list", elements="dict"),
+            script=dict(type="path"),
+            script_args=dict(type="list", elements="str", default=[]),
             wipe=dict(type="bool", default=False),
             root=dict(type="path", default="/mnt"),
         ),
+        required_one_of=[("partitions", "script")],
+        mutually_exclusive=[("partitions", "script")],
         supports_check_mode=True,
     )
     try:

@@ -87,3 +87,12 @@ def test_applied_compares_partition_names_and_labels():
     assert disks.applied(lay, lambda d: seen.get(d, {}))
     seen["/dev/sda2"]["LABEL"] = "old"
     assert not disks.applied(lay, lambda d: seen.get(d, {}))
+
+
+def test_a_script_layout_keeps_the_disks_checked_and_the_command():
+    lay = disks.normalize({"disks": ["/dev/sda", "/dev/sdb"], "script": "/nix/store/x-disko", "script_args": ["--yes"]}, efi_firmware=True)
+    assert lay == {"disks": ["/dev/sda", "/dev/sdb"], "boot": "efi", "raid": "script", "script": ["/nix/store/x-disko", "--yes"]}
+    with pytest.raises(LayoutError, match="'sda' is not a device path"):
+        disks.normalize({"disks": ["sda"], "script": "/nix/store/x-disko"}, efi_firmware=False)
+    with pytest.raises(LayoutError, match="script and partitions are mutually exclusive"):
+        disks.normalize({"disks": ["/dev/sda"], "script": "/s", "partitions": [{"label": "root", "mount": "/"}]}, efi_firmware=False)
