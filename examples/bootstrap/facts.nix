@@ -21,13 +21,16 @@ let
   v6 = net.ipv6 or { };
   useV4 = has (v4.address or "");
   useV6 = has (v6.address or "");
+  # Disks laid out by the configuration's disko script (raid "script"): disko's module declares the file
+  # systems and swap itself, so the facts' own (the mounts, by device) would only clash with it.
+  byScript = (hw.raid or "") == "script";
 in
 {
   # NixOS wants at least one mount option: no options is "defaults".
-  fileSystems = builtins.mapAttrs
+  fileSystems = if byScript then { } else builtins.mapAttrs
     (_mount: fs: { inherit (fs) device fsType; options = if fs.options == [ ] then [ "defaults" ] else fs.options; })
     hw.file_systems // espFileSystem;
-  swapDevices = hw.swap_devices;
+  swapDevices = if byScript then [ ] else hw.swap_devices;
 
   boot.loader.grub = {
     enable = true;

@@ -2,6 +2,7 @@
 rescue system through the fake Hetzner Robot and Cloud APIs, and the infect role on a Debian host."""
 import json
 import os
+import shlex
 import shutil
 import subprocess
 
@@ -25,9 +26,34 @@ let
       inherit name;
       etcFiles."ansinix/hardware.json" = builtins.readFile (./hosts + "/${name}/hardware.json");
     };
+    # What disko's diskoScript does, for the one disk args.disk: a GPT, a file system, mounted at /mnt.
+    config.system.build.diskoScript = derivation {
+      name = "disko-${name}";
+      system = builtins.currentSystem;
+      builder = "/bin/sh";
+      PATH = "/usr/bin:/bin";
+      args = [ "-ec" ''
+        mkdir -p $out/bin
+        cat > $out/bin/disko-${name} <<'EOF'
+        #!/bin/sh
+        # ${args.nonce or ""}
+        set -eu
+        export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+        disk=${args.disk or "/dev/null"}
+        sgdisk --zap-all "$disk" >/dev/null
+        sgdisk -n 1:0:+1M -t 1:ef02 -c 1:disk-main-boot -n 2:0:0 -t 2:8300 -c 2:disk-main-root "$disk" >/dev/null
+        partx --update "$disk"
+        i=0; while [ ! -b "$disk"p2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        mkfs.ext4 -q -F -L disk-main-root "$disk"p2
+        mkdir -p /mnt
+        mount "$disk"p2 /mnt
+        EOF
+        chmod +x $out/bin/disko-${name}
+      '' ];
+    };
   };
 in
-{ nixosConfigurations = builtins.listToAttrs (map (name: { inherit name; value = system name; }) [ "bm1" "bm2" "deb1" ]); }
+{ nixosConfigurations = builtins.listToAttrs (map (name: { inherit name; value = system name; }) [ "bm1" "bm2" "bm3" "deb1" ]); }
 """
 
 
@@ -195,6 +221,70 @@ def test_interlock_refuses_a_disk_with_a_file_system(fresh_hosts, testhosts, run
     assert steps[0] == "wipefs --all --force %s" % disks[1]
     assert "mkfs.btrfs -q -f -L root -d raid1 -m raid1 %sp2 %sp2" % tuple(disks) in steps
     assert host.run("blkid -p -o value -s LABEL %s" % disks[1]).stdout.strip() == "precious"
+
+
+@pytest.mark.parametrize("build_on", ["controller", "target"])
+def test_rescue_install_with_the_configurations_disk_script(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir, build_on):
+    """disko's way: the configuration's diskoScript lays the disk out, behind the same interlock; built on the
+    controller and copied, or built in the rescue system from the source sent there."""
+    host = machine(fresh_hosts, "bm3", [400])
+    disk, = host.disks()
+    host.run("mkfs.ext4 -q -F -L precious %s" % disk)
+    host.power_cycle(rescue_keys=[harness_key(testhosts)])
+    args = inventory(tmp_path, testhosts, "bm3", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="none",
+                     nixos_disks={"disks": [disk]}, nixos_disk_script="config.system.build.diskoScript",
+                     nixos_args={"disk": disk, "nonce": str(tmp_path)}, nixos_build_on=build_on)
+    run = run_playbook(BOOTSTRAP, args=args)
+    assert run.rc != 0
+    refused = run.result("Check the disks the script is to lay out", "bm3")["msg"]
+    assert refused.startswith("refusing to wipe %s: %s holds ext4 labelled precious. Nothing was changed." % (disk, disk))
+    # Checked before anything was built or installed: no Nix in the rescue system, the file system untouched.
+    assert not host.exists("/usr/bin/nix-store")
+    assert host.run("blkid -p -o value -s LABEL %s" % disk).stdout.strip() == "precious"
+    # The plan with wiping allowed: the disk would be wiped by the script; still nothing changes.
+    plan = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_wipe_disks=true", "--check"])
+    assert plan.rc == 0, str(plan)
+    assert plan.result("Check the disks the script is to lay out", "bm3")["wiped"] == [disk]
+    assert not host.exists("/usr/bin/nix-store")
+    assert host.run("blkid -p -o value -s LABEL %s" % disk).stdout.strip() == "precious"
+
+    with testhosts.serve_reboots():
+        run = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_wipe_disks=true"])
+    assert run.rc == 0, str(run)
+    script = run.result("Build the attribute of the configuration", "bm3")["out_path"]
+    assert script.endswith("-disko-bm3")
+    # Built where the system was: a build on the target left the controller's store without the script.
+    on_controller = subprocess.run(["nix-store", "--check-validity", script], capture_output=True, check=False).returncode == 0
+    assert on_controller == (build_on == "controller")
+    assert run.result("Lay the disks out with the script", "bm3")["plan"] == ["%s/bin/disko-bm3" % script]
+    system, facts = assert_installed(host, fleet_dir, [disk + "p2"])
+    assert host.run("blkid -p -o value -s LABEL %sp2" % disk).stdout.strip() == "disk-main-root"
+    assert facts["hardware"]["raid"] == "script" and facts["hardware"]["file_systems"]["/"]["device"] == disk + "p2"
+    assert facts["hardware"]["file_systems"]["/"]["fsType"] == "ext4" and facts["hardware"]["grub_devices"] == [disk]
+
+    # Installed: a rerun leaves the host alone, the script is not run again.
+    again = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_wipe_disks=true"])
+    assert again.rc == 0, str(again)
+    assert again.changed() == {"bm3": 0}
+    assert host.readlink("/run/current-system") == system and host.generation() == 1
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("exit 3", "", "the disk script /root/disko failed (exit 3): "),
+    ("echo 'disk-main not found' >&2; exit 1", "", "the disk script /root/disko failed (exit 1): disk-main not found"),
+    ("true", "", "the disk script /root/disko ran, but nothing is mounted at /mnt: it must mount the new root there"),
+    (None, "", "script /root/disko is not an executable on this host: copy it there first"),
+    ("true", " partitions=[]", "parameters are mutually exclusive: partitions|script"),
+])
+def test_a_disk_script_that_lays_out_nothing_says_so(fresh_hosts, run_ansible, script, args, message):
+    host = machine(fresh_hosts, "bm4", [100])
+    disk, = host.disks()
+    if script is not None:
+        host.run("printf '#!/bin/sh\\n%s\\n' %s > /root/disko && chmod +x /root/disko" % ("%s", shlex.quote(script)))
+    proc = run_ansible(["bm4", "-m", "ansinix.nixos.nixos_disks", "-a", "disks=%s script=/root/disko%s" % (disk, args)])
+    assert proc.returncode == 2 and message in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert host.run("blkid -p %s" % disk, check=False).returncode == 2  # still blank
 
 
 def test_infect_converts_a_debian_host(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):

@@ -112,3 +112,14 @@ def test_hardware_module_imports_the_facts_and_names_a_missing_file(tmp_path):
     proc = subprocess.run(["nix-instantiate", "--eval", "--strict", "-E", "(import %s/hardware.nix %s/hosts/nope/hardware.json) { }"
                            % (EXAMPLE, tmp_path)], capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and "Run the bootstrap playbook" in proc.stderr and "git add" in proc.stderr
+
+
+def test_disks_laid_out_by_a_disko_script_leave_file_systems_to_disko(tmp_path):
+    """With nixos_disk_script, disko's module declares fileSystems and swapDevices; the facts give boot and network."""
+    hardware = {"boot": "bios", "raid": "script", "disks": ["/dev/sda"], "grub_devices": ["/dev/sda"], "esp_devices": [],
+                "file_systems": {"/": {"device": "/dev/sda2", "fsType": "ext4", "options": []}},
+                "swap_devices": [{"device": "/dev/sda3"}], "mdadm_arrays": []}
+    config = evaluate(tmp_path, {"hostname": "dedi2", "hardware": hardware, "network": network()})
+    assert config["fileSystems"] == {} and config["swapDevices"] == []
+    assert config["boot"]["loader"]["grub"]["devices"] == ["/dev/sda"]
+    assert config["systemd"]["network"]["networks"]["10-uplink"]["address"] == ["203.0.113.20/26", "2001:db8:1:2::2/64"]
