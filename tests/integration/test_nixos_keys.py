@@ -18,7 +18,7 @@ VAULT_PASSWORD = "vault-pass-for-tests"
 WATCHER = textwrap.dedent("""
     import json, os, stat, sys
     d, out, stop, try_open = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:] == ["try-open"]
-    seen, opened, rounds = set(), set(), 0
+    seen, opened, read, rounds = set(), set(), set(), 0
     while not os.path.exists(stop):
         rounds += 1
         try:
@@ -36,10 +36,11 @@ WATCHER = textwrap.dedent("""
                 if try_open:
                     with open(p, "rb") as f:
                         opened.add(n)
+                        read.add((n, f.read()[-40:].decode(errors="replace")))
             except OSError:
                 pass
     with open(out + ".tmp", "w") as f:
-        json.dump({"seen": sorted(seen), "opened": sorted(opened), "rounds": rounds}, f)
+        json.dump({"seen": sorted(seen), "opened": sorted(opened), "read": sorted(read), "rounds": rounds}, f)
     os.rename(out + ".tmp", out)
 """)
 
@@ -170,6 +171,10 @@ def test_a_watcher_never_sees_a_wider_mode(host, run_playbook):
             assert gid == keys_gid or mode & 0o077 == 0, (name, uid, gid, oct(mode))
         elif (uid, gid) == svc:
             assert mode & ~0o440 == 0, (name, oct(mode))  # the final owner, never more than the final mode
+        elif name.startswith(".ansinix-key-") and (uid, gid) == (0, keys_gid):
+            # `open`'s temporary file, in its final owner and mode just before it is renamed over `open` (the spy's
+            # view below shows that no `k` key's temporary file was ever readable by the group).
+            assert mode & ~0o640 == 0, (name, oct(mode))
         else:
             # Anything else is root's alone: owned by root, no group or other bits.
             assert uid == 0 and mode & 0o077 == 0, (name, uid, gid, oct(mode))
@@ -180,6 +185,8 @@ def test_a_watcher_never_sees_a_wider_mode(host, run_playbook):
     # root's watcher saw) just before it is renamed over `open`.
     assert "open" in spy_view["opened"], spy_view["opened"]
     assert [n for n in spy_view["opened"] if n != "open" and not n.startswith(".ansinix-key-")] == [], spy_view["opened"]
+    # And every byte it read, temporary files included, was `open`'s whole content.
+    assert spy_view["read"] and all(tail.endswith("-open") for _name, tail in spy_view["read"]), spy_view["read"]
     assert not host.run("ls -A /run/keys | grep '^.ansinix-key-'", check=False).stdout
 
 
