@@ -509,16 +509,16 @@ class Disks:
         return argv
 
     def root_mounts(self):
-        """(mount point in the installed system, device, fs type, options) of what is mounted at or under root."""
-        found = []
+        """{mount point in the installed system: {device, fsType, options}} of what is mounted at or under root."""
+        found = {}
         root = self.root.rstrip("/") or "/"
         with open("/proc/mounts", encoding="utf-8") as f:
             for line in f:
                 source, target, fs, options = line.split()[:4]
                 target = target.replace("\\040", " ")
                 if target == root or target.startswith(root + "/"):
-                    point = "/" + target[len(root):].lstrip("/")
-                    found.append((point, source, fs, [o for o in options.split(",") if o not in ("rw", "relatime")]))
+                    found["/" + target[len(root):].lstrip("/")] = {
+                        "device": source, "fsType": fs, "options": [o for o in options.split(",") if o not in ("rw", "relatime")]}
         return found
 
     def apply_script(self, check_mode):
@@ -527,7 +527,8 @@ class Disks:
         if not self.module.get_bin_path("blkid"):
             raise LayoutError("this host lacks blkid, which the interlock needs: install util-linux first")
         devices = [d for disk in self.layout["disks"] for d in self.current_devices(disk)]
-        already = any(point == "/" for point, _s, _f, _o in self.root_mounts())
+        mounts = self.root_mounts()
+        already = "/" in mounts
         wiped = [] if already else [d for d, _what in self.refuse_to_wipe(devices)]
         steps = [] if already else [argv]
         if not check_mode and steps:
@@ -535,31 +536,18 @@ class Disks:
             if rc != 0:
                 last = (err or out).strip().splitlines()[-1:] or ["no output"]
                 raise LayoutError("the disk script %s failed (exit %d): %s" % (command_line(argv), rc, last[0]))
-            if not any(point == "/" for point, _s, _f, _o in self.root_mounts()):
+            mounts = self.root_mounts()
+            if "/" not in mounts:
                 raise LayoutError("the disk script %s ran, but nothing is mounted at %s: it must mount the new root there "
                                   "(disko mounts at disko.rootMountPoint, /mnt by default)" % (command_line(argv), self.root))
-        return {
-            "changed": bool(steps),
-            "laid_out": not already,
-            "plan": [command_line(s) for s in steps],
-            "wiped": wiped,
-            "hardware": self.script_hardware(),
-            "layout": self.layout,
-        }
-
-    def script_hardware(self):
-        """What is mounted under root, by device: a disko configuration declares its own file systems anyway."""
-        real = {os.path.realpath(d) for disk in self.layout["disks"] for d in self.current_devices(disk)}
-        swaps = []
-        with open("/proc/swaps", encoding="utf-8") as f:
-            for line in f.readlines()[1:]:
-                if os.path.realpath(line.split()[0]) in real:
-                    swaps.append({"device": line.split()[0]})
         boot = self.layout["boot"]
-        return {
+        # What is mounted under root, by device: a disko configuration declares its own file systems anyway.
+        hardware = {
             "boot": boot, "raid": "script", "disks": self.layout["disks"],
             "grub_devices": self.layout["disks"] if boot == "bios" else [], "esp_devices": [],
-            "file_systems": {point: {"device": source, "fsType": fs, "options": options}
-                             for point, source, fs, options in self.root_mounts()},
-            "swap_devices": swaps, "mdadm_arrays": [],
+            "file_systems": mounts,
+            "swap_devices": [{"device": d} for d, what in self.in_use(devices) if what == "used as swap"],
+            "mdadm_arrays": [],
         }
+        return {"changed": bool(steps), "laid_out": not already, "plan": [command_line(s) for s in steps], "wiped": wiped,
+                "hardware": hardware, "layout": self.layout}

@@ -33,16 +33,21 @@ def kill_tree(pid):
             os.kill(member, signal.SIGKILL)
 
 
-def rss(pid):
-    """Resident memory of a process in bytes (0 once it is gone)."""
+def _kib_field(path, name):
+    """The value in bytes of a "Name:   123 kB" line of a /proc file (0 once the process is gone)."""
     try:
-        with open("/proc/%d/status" % pid, encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(name + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def rss(pid):
+    """Resident memory of a process in bytes (0 once it is gone)."""
+    return _kib_field("/proc/%d/status" % pid, "VmRSS")
 
 
 def pss(pid):
@@ -51,14 +56,7 @@ def pss(pid):
     Summed over a tree it counts a page that a forked worker shares with its parent once, where summed RSS counts it
     in every process that maps it.
     """
-    try:
-        with open("/proc/%d/smaps_rollup" % pid, encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _kib_field("/proc/%d/smaps_rollup" % pid, "Pss")
 
 
 class TreeMemory:
