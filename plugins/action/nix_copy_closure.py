@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from ansible import constants as C
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.playbook.play_context import PlayContext
 from ansible.plugins.action import ActionBase
+from ansible.utils.path import unfrackpath
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.copy_closure import (
     ARGUMENT_SPEC, MIN_SERVER_MINOR, NIX_PATH_PREFIX, NO_NIX_RC, FdReader, FdWriter, ProtocolError, StreamWriter,
@@ -72,7 +74,33 @@ def connection_settings(conn, remote_addr=None):
              "host_key_checking", "timeout")
     settings = {name: option(name) for name in names}
     settings["host"] = option("host") or remote_addr
-    return settings if settings["host"] else None
+    if not settings["host"]:
+        return None
+    settings.update(master_settings(conn, option, settings))
+    return settings
+
+
+def master_settings(conn, option, settings):
+    """control_path of the SSH master Ansible keeps for the host (ControlPersist), and whether it compresses.
+
+    A transfer multiplexed over that master saves an SSH handshake per task. control_path is None when
+    Ansible keeps no master; the path is the one Ansible's ssh plugin gives its own commands.
+    """
+    args = " ".join(a for a in (settings["ssh_args"], settings["ssh_common_args"], settings["ssh_extra_args"]) if a)
+    lowered = args.lower()
+    if "controlpersist" not in lowered:
+        return {"control_path": None}
+    compresses = "-C" in shlex.split(args) or bool(re.search(r"compression[= ]+\"?yes", lowered))
+    named = re.search(r"controlpath[= ]+(\"[^\"]*\"|\S+)", args, re.IGNORECASE)
+    if named:
+        path = named.group(1).strip('"')
+    else:
+        try:
+            path = option("control_path") or conn._create_control_path(settings["host"], settings["port"], settings["remote_user"])
+            path = path % {"directory": unfrackpath(option("control_path_dir") or "~/.ansible/cp")}
+        except (AttributeError, TypeError, ValueError, KeyError):
+            return {"control_path": None}
+    return {"control_path": path, "master_compresses": compresses}
 
 
 def serve_command(write):

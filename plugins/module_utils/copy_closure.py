@@ -127,13 +127,18 @@ def ssh_argv(settings, compress=False):
     """ssh and its options (no host) for a bulk transfer, from an Ansible ssh connection's settings.
 
     settings: ssh_executable, remote_user, port, private_key_file, ssh_args, ssh_common_args,
-    ssh_extra_args, host_key_checking, timeout (missing keys mean unset).
+    ssh_extra_args, host_key_checking, timeout, control_path, master_compresses (missing keys mean unset).
 
-    A connection of its own: a multiplexed one would inherit the ControlMaster's compression, and
-    ansible-core's default ssh_args (-C) compress, which makes incompressible NARs crawl. In ssh the
+    Multiplexed over Ansible's SSH master (control_path) when it compresses just as asked: that saves
+    a handshake. Otherwise a connection of its own: a multiplexed one inherits the master's compression,
+    and ansible-core's default ssh_args (-C) compress, which makes incompressible NARs crawl. In ssh the
     first value of an option wins, so ours come first; -C is dropped unless compress asks for it.
     """
-    argv = [settings.get("ssh_executable") or "ssh", "-o", "ControlMaster=no", "-o", "ControlPath=none"]
+    control_path = settings.get("control_path")
+    shared = bool(control_path) and bool(settings.get("master_compresses")) == bool(compress)
+    # ControlMaster=no: use a running master, never start one; with none running ssh connects by itself.
+    argv = [settings.get("ssh_executable") or "ssh", "-o", "ControlMaster=no",
+            "-o", 'ControlPath="%s"' % control_path if shared else "ControlPath=none"]
     if not compress:
         argv += ["-o", "Compression=no"]
     if settings.get("remote_user"):

@@ -21,10 +21,12 @@ description:
     and neither does the host's."
   - With O(method=stream) and C(become), the host's side runs as root, so a non-root SSH user needs no
     C(trusted-users) entry and the paths no signatures.
-  - With the C(ssh) connection plugin (and key authentication), O(method=stream) uses a connection of its own,
-    made from the host's connection settings (address, port, user, key, C(ssh_args), common and extra arguments,
-    host key checking, timeout) but not multiplexed into Ansible's ControlMaster, and without C(-C) unless
-    O(compress=true). With any other connection plugin (paramiko, docker, local, ...), or when C(become) needs a
+  - With the C(ssh) connection plugin (and key authentication), O(method=stream) runs C(ssh) itself, with the
+    host's connection settings (address, port, user, key, C(ssh_args), common and extra arguments, host key
+    checking, timeout). Where Ansible keeps a master connection to the host (C(ControlPersist) in C(ssh_args)) that
+    compresses as the copy should (no C(-C) there, and O(compress=false)), the copy goes over that master and
+    saves an SSH handshake; otherwise it opens a connection of its own, without C(-C) unless O(compress=true).
+    With any other connection plugin (paramiko, docker, local, ...), or when C(become) needs a
     password, the same requests go through the plugin's own file transfer, in batches of O(batch_size) MiB.
   - O(method=ssh) runs C(nix copy) on the controller to the host's C(ssh://) store, with the same SSH settings.
     As a non-root SSH user with C(become), it runs C(sudo -n nix-store) on the host (C(become_method=sudo) without

@@ -123,6 +123,37 @@ def test_copies_only_the_missing_paths_then_nothing(host, run_playbook, method):
     assert host.run("ls -A /root/.ansible/tmp 2>/dev/null || true").stdout.strip() == ""
 
 
+def logins(h):
+    """The SSH logins the host's sshd accepted so far."""
+    return h.run("grep -c 'Accepted publickey' /var/log/sshd-harness.log || true").stdout.strip()
+
+
+@pytest.mark.parametrize("method", ["stream", "ssh"])
+@pytest.mark.parametrize("ssh_args,connections", [("-o ControlMaster=auto -o ControlPersist=60s", 1),
+                                                  ("-C -o ControlMaster=auto -o ControlPersist=60s", 2)],
+                         ids=["master without compression", "compressing master"])
+def test_a_copy_goes_over_ansibles_ssh_master_unless_that_compresses(host, run_playbook, method, ssh_args, connections):
+    target = system("master-%s-%d" % (method, connections))
+    missing = new_paths(target)
+    before = int(logins(host))
+    play = """
+- name: Copy
+  hosts: cc1
+  gather_facts: false
+  tasks:
+    - name: Copy
+      %s:
+        path: %s
+        method: %s
+""" % (MODULE, target, method)
+    run = run_playbook(play, env={"ANSIBLE_SSH_ARGS": ssh_args})
+    assert run.rc == 0, str(run)
+    assert run.result("Copy", "cc1")["bytes"] == nar_size(missing)
+    assert_arrived(host, missing)
+    # The master the task's own commands opened, and with a compressing one a second, uncompressed connection.
+    assert int(logins(host)) - before == connections
+
+
 def test_check_mode_reports_and_sends_nothing(host, run_ansible):
     target = system("check")
     missing = new_paths(target)

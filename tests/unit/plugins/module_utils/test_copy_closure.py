@@ -65,6 +65,18 @@ def test_ssh_argv_takes_the_connection_settings_and_overrides_multiplexing_and_c
     assert ssh_argv({})[0] == "ssh"
 
 
+def test_ssh_argv_multiplexes_over_ansibles_master_only_when_it_compresses_as_asked():
+    settings = {"ssh_args": "-o ControlMaster=auto -o ControlPersist=60s", "control_path": "/root/.ansible/cp/abc",
+                "master_compresses": False}
+    argv = ssh_argv(settings)
+    assert argv[1:5] == ["-o", "ControlMaster=no", "-o", 'ControlPath="/root/.ansible/cp/abc"']
+    # The master does not compress: a compressed copy needs a connection of its own, and the other way round.
+    assert "ControlPath=none" in ssh_argv(settings, compress=True)
+    assert "ControlPath=none" in ssh_argv(dict(settings, master_compresses=True))
+    assert 'ControlPath="/root/.ansible/cp/abc"' in ssh_argv(dict(settings, master_compresses=True), compress=True)
+    assert "ControlPath=none" in ssh_argv(dict(settings, control_path=None))
+
+
 def test_ssh_wrapper_passes_every_argument_intact_and_never_runs_itself(tmp_path):
     wrapper = tmp_path / "ssh"
     # What a ProxyCommand does: run `ssh` from PATH. It must be the real one, not the wrapper again.
