@@ -15,7 +15,8 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.activation import (
     LOCK_FILE, STATE_DIR, Activation, DeployLock, last_run, remove_old_runs, run_summary,
 )
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import connection_id
-from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, check_store_path
+from ansible_collections.ansinix.nixos.plugins.module_utils.host_program import HostModule
+from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NIX_ARGUMENT_SPEC, NixError, check_store_path, nix_for
 from ansible_collections.ansinix.nixos.plugins.module_utils.nixos import (
     BOOT_PARTS, BOOTED_SYSTEM, CURRENT_SYSTEM, Profile, check_system, closure_diff, format_closure_diff, parse_units,
     realpath_or_none, reboot_required,
@@ -27,6 +28,23 @@ ACTIONS = ("switch", "boot", "test", "dry-activate")
 SETS_PROFILE = ("switch", "boot")
 ACTIVATES = ("switch", "test")
 LOG_TAIL_LINES = 30
+
+ARGUMENT_SPEC = dict(
+    path=dict(type="str"),
+    rollback=dict(type="bool", default=False),
+    generation=dict(type="int"),
+    action=dict(type="str", default="switch", choices=list(ACTIONS)),
+    install_bootloader=dict(type="bool", default=False),
+    profile=dict(type="path", default="/nix/var/nix/profiles/system"),
+    specialisation=dict(type="str"),
+    require_nixos=dict(type="bool", default=True),
+    rollback_on_failure=dict(type="bool", default=True),
+    confirm_timeout=dict(type="int", default=30),
+    keep_generations=dict(type="int"),
+    lock_timeout=dict(type="int", default=300),
+    activation_timeout=dict(type="int", default=1800),
+    **NIX_ARGUMENT_SPEC
+)
 
 
 def tail(text, lines=LOG_TAIL_LINES):
@@ -241,6 +259,19 @@ class Switch:
                            **result)
         raise NixError("the switch to %s did not complete: %s; log on the host: %s"
                        % (result["system"], status.get("error") or outcome, status.get("log")), **result)
+
+
+def run(module):
+    """The module's result: a dict, with failed and msg when the switch did not happen or did not stick."""
+    try:
+        return Switch(module, nix_for(module), module.params).run(module.check_mode, module._diff)
+    except NixError as exc:
+        return dict(exc.details, failed=True, msg=exc.msg)
+
+
+def run_on_host(params):
+    """nixos_switch started by its action plugin without AnsiballZ (host_program): params are validated already."""
+    return run(HostModule(params))
 
 
 # -- the controller's shortcut for a host that is already up to date --------------------------------------

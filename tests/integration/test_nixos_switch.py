@@ -115,7 +115,14 @@ def host(fresh_hosts):
 
 # -- switching, and doing nothing the second time ------------------------------------------------------------
 
-def test_first_switch_then_the_rerun_runs_nothing(host, run_playbook):
+# With pipelining the action runs the module's code by one `python3 -` (no AnsiballZ, so no `invocation` in the
+# result); without, Ansible runs the module. Both must leave the host alike.
+PIPELINING = [("True", False), ("False", True)]
+PIPELINING_IDS = ["without AnsiballZ", "as a module"]
+
+
+@pytest.mark.parametrize("pipelining,as_module", PIPELINING, ids=PIPELINING_IDS)
+def test_first_switch_then_the_rerun_runs_nothing(host, run_playbook, pipelining, as_module):
     base, new = base_system(), system(2)
     host.import_closure(new)
     units_before = unit_state(host)
@@ -129,9 +136,10 @@ def test_first_switch_then_the_rerun_runs_nothing(host, run_playbook):
       %s:
         path: %s
 """ % (HOST, MODULE, new)
-    run = run_playbook(play)
+    run = run_playbook(play, env={"ANSIBLE_PIPELINING": pipelining})
     assert run.rc == 0, str(run)
     result = run.result("Switch to the new system", HOST)
+    assert ("invocation" in result) is as_module
     assert result["changed"] is True and result["previous"] == base and result["current"] == new
     assert result["generation"] == 2 and result["confirmed"] is True and result["rolled_back"] is False
     assert result["units"] == {"stopped": [], "reloaded": ["dbus.service"], "restarted": ["nginx.service"], "started": [],
@@ -248,12 +256,14 @@ def test_rollback_and_generation(host, run_ansible):
     assert adhoc(run_ansible, "generation=3")[1]["changed"] is False
 
 
-def test_failed_activation_rolls_back_automatically(host, run_ansible):
+@pytest.mark.parametrize("pipelining", ["True", "False"], ids=PIPELINING_IDS)
+def test_failed_activation_rolls_back_automatically(host, run_ansible, pipelining):
     base = base_system()
     failing = system("fail", failUnits=["nginx.service"])
     host.import_closure(failing)
     units = unit_state(host)
-    proc, result = adhoc(run_ansible, "path=%s" % failing)
+    env = {"ANSIBLE_PIPELINING": pipelining}
+    proc, result = adhoc(run_ansible, "path=%s" % failing, env=env)
     assert proc.returncode != 0, show(proc)
     assert result["rolled_back"] is True and result["units"]["failed"] == ["nginx.service"]
     assert result["msg"].startswith("activating %s failed (exit 4, failed units: nginx.service); rolled back to %s (generation 1)"
@@ -268,7 +278,7 @@ def test_failed_activation_rolls_back_automatically(host, run_ansible):
     # A failing activation script (exit 2), and without the automatic rollback: the host stays on it.
     broken = system("broken", failActivation=True)
     host.import_closure(broken)
-    proc, result = adhoc(run_ansible, "path=%s rollback_on_failure=false confirm_timeout=0" % broken)
+    proc, result = adhoc(run_ansible, "path=%s rollback_on_failure=false confirm_timeout=0" % broken, env=env)
     assert proc.returncode != 0 and result["rolled_back"] is False, show(proc)
     assert "failed (exit 2); the host is left on it (rollback_on_failure=false)" in result["msg"]
     assert host.readlink(PROFILE) == "system-2-link" and host.default_boot_system() == broken
