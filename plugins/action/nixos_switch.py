@@ -12,13 +12,11 @@ not the one the module ran under; the runner on the host checks that again befor
 
 from __future__ import annotations
 
-import inspect
 import json
 import shlex
 import time
 
 from ansible.errors import AnsibleError
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
@@ -30,6 +28,7 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError,
 from ansible_collections.ansinix.nixos.plugins.module_utils.switch import (
     ACTIVATES, ARGUMENT_SPEC, SETS_PROFILE, up_to_date_result, up_to_date_script, validate_params,
 )
+from ansible_collections.ansinix.nixos.plugins.plugin_utils.host_run import run_module_code, sources_of
 
 display = Display()
 
@@ -39,9 +38,7 @@ RECOVERY_GRACE = 120
 FINISH_WAIT = 300
 SAME_CONNECTION_RC = 4
 # What the module runs on the host, sent as it is when the action starts it without AnsiballZ.
-HOST_SOURCES = {m.__name__: inspect.getsource(m) for m in (activation, activation_runner, host_program, nix, nixos, switch)}
-# Where a host's Python is looked for when the inventory does not say (the NixOS system's first).
-PYTHONS = ("/run/current-system/sw/bin/python3", "python3", "/usr/bin/python3")
+HOST_SOURCES = sources_of(activation, activation_runner, host_program, nix, nixos, switch)
 # The options a shortcut for an up-to-date host understands; any other option is the module's to judge.
 FAST_ARGS = frozenset(("path", "action", "profile", "require_nixos", "rollback", "generation", "specialisation", "confirm_timeout",
                        "keep_generations", "install_bootloader", "rollback_on_failure", "lock_timeout", "activation_timeout",
@@ -97,7 +94,8 @@ class ActionModule(ActionBase):
         if unchanged is not None:
             result.update(unchanged)
             return result
-        module_result = self._run_on_host(task_vars)
+        module_result = run_module_code(self, task_vars, {"argument_spec": ARGUMENT_SPEC}, HOST_SOURCES, switch.__name__ + ":run_on_host",
+                                        "nixos_switch", path_options=("profile",))
         if module_result is None:
             module_result = self._execute_module(module_name="ansinix.nixos.nixos_switch", module_args=self._task.args,
                                                  task_vars=task_vars)
@@ -146,51 +144,6 @@ class ActionModule(ActionBase):
         if res.get("rc") != 0:
             return None
         return up_to_date_result(action, path, profile, res.get("stdout"))
-
-    # -- a switch, without AnsiballZ ------------------------------------------------------------------
-
-    def _run_on_host(self, task_vars):
-        """The module's code run by one `python3 -` over the task's connection (host_program); None: run the module.
-
-        Saves Ansible's packing of the module and the host's import of ansible.module_utils.basic: about a
-        second of each changing host's switch on a busy controller. Only where Ansible itself would pipe a
-        module (its code goes over stdin) and only for a real run: check and diff mode, async, and options the
-        controller cannot check like the host would are the module's.
-        """
-        if (self._task.check_mode or self._task.diff or self._task.async_val or not self._is_pipelining_enabled("new")
-                or any(c in str(self._task.args.get("profile", "")) for c in "~$")):
-            return None
-        validated = ArgumentSpecValidator(ARGUMENT_SPEC).validate(dict(self._task.args))
-        if validated.error_messages:
-            return None  # the module words them
-        python = self._host_python(task_vars)
-        code = host_program.program(HOST_SOURCES, switch.__name__, "run_on_host", validated.validated_parameters, "nixos_switch")
-        if python:
-            command = "%s -" % python
-        else:
-            command = "; ".join("command -v %s >/dev/null 2>&1 && exec %s -" % (shlex.quote(p), shlex.quote(p)) for p in PYTHONS)
-            command += "; exit %d" % host_program.NO_PYTHON_RC
-        try:
-            res = self._low_level_execute_command(self._compute_environment_string() + command, sudoable=True, in_data=code)
-        except AnsibleError:
-            return None  # the module's run says what is wrong with the connection
-        if res.get("rc") == host_program.NO_PYTHON_RC:
-            return None  # no Python 3 found here: the module's interpreter discovery says what it finds
-        result = host_program.parse_result(res.get("stdout"))
-        if result is None:
-            output = (res.get("stderr") or res.get("stdout") or "").strip().splitlines()
-            return {"failed": True, "msg": "nixos_switch could not run on the host (exit %s): %s"
-                    % (res.get("rc"), output[-1] if output else "no output")}
-        return result
-
-    def _host_python(self, task_vars):
-        """The host's Python as the inventory names it (or Ansible found it), or None."""
-        configured = task_vars.get("ansible_python_interpreter")
-        if configured:
-            configured = str(self._templar.template(configured)).strip()
-            if configured and not configured.startswith("auto"):
-                return configured
-        return (task_vars.get("ansible_facts") or {}).get("discovered_interpreter_python")
 
     # -- over a new connection ----------------------------------------------------------------------
 

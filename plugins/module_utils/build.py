@@ -21,10 +21,26 @@ import re
 import shutil
 import tempfile
 
+from ansible_collections.ansinix.nixos.plugins.module_utils.host_program import HostModule
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import (
-    NixError, check_store_path, error_block, error_summary, flat_directory_nar_hash, host_name,
+    NIX_ARGUMENT_SPEC, NixError, check_store_path, error_block, error_summary, flat_directory_nar_hash, host_name, nix_for,
 )
 
+# The module's options: its argument_spec and the rules between them.
+SPEC = dict(
+    argument_spec=dict(
+        flake=dict(type="str"),
+        file=dict(type="path"),
+        attr=dict(type="str"),
+        nixos_configuration=dict(type="str"),
+        args=dict(type="dict", default={}),
+        out_link=dict(type="path"),
+        override_inputs=dict(type="dict", default={}),
+        **NIX_ARGUMENT_SPEC
+    ),
+    mutually_exclusive=[("flake", "file"), ("attr", "nixos_configuration")],
+    required_one_of=[("flake", "file")],
+)
 TOPLEVEL = ("config", "system", "build", "toplevel")
 GCROOTS_DIR = "/nix/var/nix/gcroots"
 CONFIGURATION_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -331,3 +347,19 @@ class Builder:
         # Not checked: where out_link points now. Another run building the same configuration on this machine at the
         # same moment may have pointed it at its own result since; the last one keeps the link, both builds are valid.
         return result
+
+
+def run(module):
+    """The module's result: a dict, with failed and msg when the build failed."""
+    builder = Builder(nix_for(module), module.params)
+    try:
+        return builder.build(module.check_mode)
+    except NixError as exc:
+        return dict(exc.details, failed=True, msg=exc.msg)
+    finally:
+        builder.close()
+
+
+def run_on_host(params):
+    """nix_build started by its action plugin without AnsiballZ (host_program): params are validated already."""
+    return run(HostModule(params))

@@ -33,6 +33,15 @@ attributes:
         whether it is already in the store (RV(already_valid)) and the O(out_link). Builds nothing.
   diff_mode:
     support: none
+  action:
+    description: Has a corresponding action plugin that runs on the controller.
+    support: full
+    details: Where Ansible would pipeline a module, the action plugin sends the module's code with the connection's
+      stdin and runs it with one C(python3 -) on the host, without packing the module (AnsiballZ). The result is the
+      same. Check mode and C(async) run the module as usual.
+  async:
+    description: Supports being run with C(async).
+    support: full
 options:
   flake:
     description:
@@ -237,34 +246,14 @@ log_tail:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ansinix.nixos.plugins.module_utils.build import Builder
-from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NIX_ARGUMENT_SPEC, NixError, nix_for
+from ansible_collections.ansinix.nixos.plugins.module_utils.build import SPEC, run
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            flake=dict(type="str"),
-            file=dict(type="path"),
-            attr=dict(type="str"),
-            nixos_configuration=dict(type="str"),
-            args=dict(type="dict", default={}),
-            out_link=dict(type="path"),
-            override_inputs=dict(type="dict", default={}),
-            **NIX_ARGUMENT_SPEC
-        ),
-        mutually_exclusive=[("flake", "file"), ("attr", "nixos_configuration")],
-        required_one_of=[("flake", "file")],
-        supports_check_mode=True,
-    )
-    nix = nix_for(module)
-    builder = Builder(nix, module.params)
-    try:
-        result = builder.build(module.check_mode)
-    except NixError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    finally:
-        builder.close()
+    module = AnsibleModule(supports_check_mode=True, **SPEC)
+    result = run(module)
+    if result.get("failed"):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 
