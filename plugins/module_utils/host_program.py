@@ -27,17 +27,16 @@ BOOTSTRAP = r"""
 import sys
 if sys.version_info < (3, 7):
     sys.exit(%(no_python_rc)d)
-import importlib.abc
 import importlib.util
 import json
-import traceback
 
 SOURCES = json.loads(%(sources)r)
 PACKAGES = set(name.rsplit(".", i)[0] for name in SOURCES for i in range(1, name.count(".") + 1))
 
 
-class Sources(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
-    # Modules from SOURCES; get_source() lets inspect.getsource() read them too.
+class Sources:
+    # Modules from SOURCES; get_source() lets inspect.getsource() read them too. Not importlib.abc's classes:
+    # importing that module alone takes longer than all of this program's own code.
     def find_spec(self, name, path=None, target=None):
         if name in SOURCES or name in PACKAGES:
             spec = importlib.util.spec_from_loader(name, self, is_package=name in PACKAGES)
@@ -45,6 +44,12 @@ class Sources(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
             spec.has_location = True
             return spec
         return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        exec(self.get_code(module.__name__), module.__dict__)
 
     def is_package(self, name):
         return name in PACKAGES
@@ -61,6 +66,7 @@ try:
     entry = importlib.import_module(%(module)r)
     result = getattr(entry, %(function)r)(json.loads(%(params)r))
 except Exception:
+    import traceback
     result = {"failed": True, "msg": %(what)r + " failed on the host: " + traceback.format_exc().strip().splitlines()[-1],
               "exception": traceback.format_exc()}
 sys.stdout.write(json.dumps(result) + "\n")
