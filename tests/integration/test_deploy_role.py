@@ -72,6 +72,25 @@ def test_fleet_deploy_then_rerun_changes_nothing(fleet, run_playbook):
     assert again.rc == 0, str(again)
     assert again.changed() == {"web1": 0, "web2": 0, "mon": 0}
     assert all(h.generation() == 2 for h in hosts.values())
+    # With nothing after the switch the role ends itself early (meta: end_role); the play goes on after it.
+    play = """
+- name: The role, then a task of the play
+  hosts: all
+  gather_facts: false
+  roles:
+    - role: ansinix.nixos.deploy
+  tasks:
+    - name: After the role
+      ansible.builtin.command: readlink /run/current-system
+      changed_when: false
+"""
+    after = run_playbook(play, args=args)
+    assert after.rc == 0, str(after)
+    # Not even skipped: the include is never reached.
+    assert not task_results(after, "Keys for new owners, health checks, reboot")
+    assert {e["host"]: e["result"]["stdout"] for e in task_results(after, "After the role")} == {
+        name: h.readlink("/run/current-system") for name, h in hosts.items()}
+    assert all(h.generation() == 2 for h in hosts.values())
 
 
 def test_build_on_target_uses_no_nix_on_the_controller(fleet, run_playbook, tmp_path):
