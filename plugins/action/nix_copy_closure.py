@@ -650,12 +650,16 @@ class ActionModule(ActionBase):
         else:
             source = ControllerStore()
         try:
-            invalid = source.run(["nix-store", "--check-validity", "--print-invalid"] + paths).split()
-            if invalid:
-                raise NixError("not in the Nix store of %s: %s (build it there first, e.g. ansinix.nixos.nix_build "
-                               "with delegate_to: %s)" % (source.name, ", ".join(invalid), source.delegate_to))
-            # Dependencies first: the order a store adds paths in.
-            closure = source.run(["nix-store", "--query", "--requisites"] + paths).split()
+            # Dependencies first: the order a store adds paths in. Every host of a deploy asks this on the
+            # controller, so the check for paths the source lacks is made only when the query fails.
+            try:
+                closure = source.run(["nix-store", "--query", "--requisites"] + paths).split()
+            except NixError:
+                invalid = source.run(["nix-store", "--check-validity", "--print-invalid"] + paths).split()
+                if invalid:
+                    raise NixError("not in the Nix store of %s: %s (build it there first, e.g. ansinix.nixos.nix_build "
+                                   "with delegate_to: %s)" % (source.name, ", ".join(invalid), source.delegate_to)) from None
+                raise
             if self._has_all(paths):
                 return self._result(method, closure, [], {}, [], changed=False)
             if method == "ssh":
