@@ -28,7 +28,7 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError,
 from ansible_collections.ansinix.nixos.plugins.module_utils.switch import (
     ACTIVATES, ARGUMENT_SPEC, SETS_PROFILE, up_to_date_result, up_to_date_script, validate_params,
 )
-from ansible_collections.ansinix.nixos.plugins.plugin_utils.host_run import run_module_code, sources_of
+from ansible_collections.ansinix.nixos.plugins.plugin_utils.host_run import direct_run, sources_of
 
 display = Display()
 
@@ -90,12 +90,11 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        unchanged = self._already_there()
-        if unchanged is not None:
-            result.update(unchanged)
-            return result
-        module_result = run_module_code(self, task_vars, {"argument_spec": ARGUMENT_SPEC}, HOST_SOURCES, switch.__name__ + ":run_on_host",
-                                        "nixos_switch", path_options=("profile",))
+        direct = direct_run(self, task_vars, {"argument_spec": ARGUMENT_SPEC}, HOST_SOURCES, switch.__name__ + ":run_on_host",
+                            "nixos_switch", path_options=("profile",))
+        module_result = self._already_there(direct)
+        if module_result is None and direct is not None:
+            module_result = direct.run(self)
         if module_result is None:
             module_result = self._execute_module(module_name="ansinix.nixos.nixos_switch", module_args=self._task.args,
                                                  task_vars=task_vars)
@@ -107,12 +106,14 @@ class ActionModule(ActionBase):
 
     # -- a host that already runs the system ---------------------------------------------------------
 
-    def _already_there(self):
+    def _already_there(self, direct):
         """The module's result when the host already runs `path`, read by one shell command; None: run the module.
 
         A rerun that changes nothing then costs one command over the task's connection, not a Python start on
         the host. Anything unusual (check or diff mode, a specialisation, another deploy holding the lock, not
-        root, not NixOS) is left to the module, which says what is wrong or waits.
+        root, not NixOS) is left to the module, which says what is wrong or waits. With a direct run (direct),
+        the same command goes on to run the module's code where the host does not run `path` yet, or where
+        only the module can decide: its result is returned then.
         """
         args = self._task.args
         if self._task.check_mode or self._task.diff or not args.get("path") or set(args) - FAST_ARGS:
@@ -137,10 +138,19 @@ class ActionModule(ActionBase):
                              "keep_generations": None if args.get("keep_generations") is None else int(args["keep_generations"])})
         except (NixError, TypeError, ValueError):
             return None
-        try:
-            res = self._low_level_execute_command(up_to_date_script(path, profile, require_nixos), sudoable=True)
-        except AnsibleError:
-            return None  # the module's run says what is wrong with the connection
+        script = up_to_date_script(path, profile, require_nixos, action, otherwise=direct.command if direct else None)
+        if direct is not None:
+            try:
+                res = self._low_level_execute_command(script, sudoable=True, in_data=direct.code.encode())
+            except AnsibleError:
+                return None  # the module's run says what is wrong with the connection
+            if "end" not in [line.rstrip("\r") for line in (res.get("stdout") or "").splitlines()]:
+                return direct.result(res)  # the module's code ran (or found no Python: None)
+        else:
+            try:
+                res = self._low_level_execute_command(script, sudoable=True)
+            except AnsibleError:
+                return None
         if res.get("rc") != 0:
             return None
         return up_to_date_result(action, path, profile, res.get("stdout"))

@@ -278,23 +278,27 @@ def run_on_host(params):
 
 # Read as root over the task's own connection, with no Python started on the host: whether a host already
 # runs `path` (so nixos_switch would change nothing), and what the module would report then. It prints
-# `key value` lines and `end`; it exits 3 wherever only the module can decide (not root, not NixOS, no
-# nix-env, no flock, another deploy holding the lock). The lock is held while reading, like the module does.
+# `key value` lines and `end`. Wherever only the module can decide (not root, not NixOS, no nix-env, no
+# flock, another deploy holding the lock) it calls `decide`: exit 3, or, given a command that runs the
+# module's code, that command, also for a host that plainly does not run `path` yet (one round trip for a
+# switch that changes the host). The lock is held while reading, like the module does.
 UP_TO_DATE_SCRIPT = r"""
 p=%(path)s; prof=%(profile)s; lock=%(lock)s
-[ "$(id -u)" = 0 ] || exit 3
+decide() { %(decide)s; }
+[ "$(id -u)" = 0 ] || decide
 %(require_nixos)s
-[ -e "$p/bin/switch-to-configuration" ] || exit 3
+[ -e "$p/bin/switch-to-configuration" ] || decide
 PATH="$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:$HOME/.nix-profile/bin"
-command -v nix-env >/dev/null 2>&1 || exit 3
+command -v nix-env >/dev/null 2>&1 || decide
 if [ -e "$lock" ]; then
-  command -v flock >/dev/null 2>&1 || exit 3
-  exec 9<"$lock" || exit 3
-  flock -n 9 || exit 3
+  command -v flock >/dev/null 2>&1 || decide
+  exec 9<"$lock" || decide
+  flock -n 9 || decide
   printf 'lock %%s\n' "$(tr -d '\n' < "$lock")"
   d=$(sed -n 's/.*"status_dir": *"\([^"]*\)".*/\1/p' "$lock")
   [ -z "$d" ] || printf 'lock_status %%s\n' "$(tr -d '\n' < "$d/status.json" 2>/dev/null)"
 fi
+%(changes)s
 v() { if [ -e "$2" ] || [ -L "$2" ]; then printf '%%s %%s\n' "$1" "$(readlink -f "$2")"; fi; }
 v current /run/current-system
 v profile "$prof"
@@ -310,14 +314,31 @@ if [ -n "$last" ]; then
 fi
 echo end
 """
+# What up_to_date() asks of the running system and the profile, per action, as a shell test.
+UP_TO_DATE_TESTS = {
+    "switch": '[ "$(readlink -f /run/current-system)" = "$p" ] && [ "$(readlink -f "$prof")" = "$p" ]',
+    "boot": '[ "$(readlink -f "$prof")" = "$p" ]',
+    "test": '[ "$(readlink -f /run/current-system)" = "$p" ]',
+}
 
 
-def up_to_date_script(path, profile, require_nixos):
-    """The shell script that reads a host's state for up_to_date_result()."""
+def up_to_date_script(path, profile, require_nixos, action="switch", otherwise=None):
+    """The shell script that reads a host's state for up_to_date_result().
+
+    otherwise: a shell command that runs the module's code (its output is then the module's result), run where
+    the script cannot decide and where the host plainly does not run path yet; None: exit 3 there, and print
+    the state whatever it is.
+    """
+    if otherwise:
+        # The flock on fd 9 would block the module's own lock on the same file.
+        decide = "exec 9<&-; %s" % otherwise
+        changes = "%s || decide" % UP_TO_DATE_TESTS[action]
+    else:
+        decide, changes = "exit 3", ""
     return UP_TO_DATE_SCRIPT.strip() % {
         "path": shlex.quote(path), "profile": shlex.quote(profile), "lock": shlex.quote(LOCK_FILE),
-        "state_dir": shlex.quote(STATE_DIR),
-        "require_nixos": "[ -e /etc/NIXOS ] || exit 3" if require_nixos else ":",
+        "state_dir": shlex.quote(STATE_DIR), "decide": decide, "changes": changes,
+        "require_nixos": "[ -e /etc/NIXOS ] || decide" if require_nixos else ":",
     }
 
 

@@ -35,8 +35,36 @@ def host_python(action, task_vars):
     return (task_vars.get("ansible_facts") or {}).get("discovered_interpreter_python")
 
 
-def run_module_code(action, task_vars, spec, sources, function, what, path_options=()):
-    """The result of function(validated params) run on the task's host by one `python3 -`; None: run the module.
+class DirectRun:
+    """A module's code, ready to run on the task's host by one `python3 -` (host_program)."""
+
+    def __init__(self, command, code, what):
+        self.command = command  # a shell command that execs the host's Python on its stdin
+        self.code = code
+        self.what = what
+
+    def run(self, action, script=None):
+        """The module's result, or None: run the module. script: shell code that ends by running self.command."""
+        try:
+            res = action._low_level_execute_command(script or self.command, sudoable=True, in_data=self.code.encode())
+        except AnsibleError:
+            return None  # the module's run says what is wrong with the connection
+        return self.result(res)
+
+    def result(self, res):
+        """The result in a command's output; None when it found no Python 3 (the module's discovery says more)."""
+        if res.get("rc") == host_program.NO_PYTHON_RC:
+            return None
+        result = host_program.parse_result(res.get("stdout"))
+        if result is None:
+            output = (res.get("stderr") or res.get("stdout") or "").strip().splitlines()
+            return {"failed": True, "msg": "%s could not run on the host (exit %s): %s"
+                    % (self.what, res.get("rc"), output[-1] if output else "no output")}
+        return result
+
+
+def direct_run(action, task_vars, spec, sources, function, what, path_options=()):
+    """A DirectRun of function(validated params) on the task's host, or None: run the module.
 
     Saves Ansible's packing of the module and the host's import of ansible.module_utils.basic. Only where
     Ansible itself would pipeline a module (its code goes over stdin), and only for a real run: check and
@@ -54,20 +82,18 @@ def run_module_code(action, task_vars, spec, sources, function, what, path_optio
         return None
     module, _sep, name = function.partition(":")
     code = host_program.program(sources, module, name, validated.validated_parameters, what)
+    # The task's environment, as Ansible gives it to a module: assignments before exec reach the program.
+    env = action._compute_environment_string()
     python = host_python(action, task_vars)
     if python:
-        command = "%s -" % python
+        command = "%sexec %s -" % (env, python)
     else:
-        command = "; ".join("command -v %s >/dev/null 2>&1 && exec %s -" % (shlex.quote(p), shlex.quote(p)) for p in PYTHONS)
+        command = "; ".join("command -v %s >/dev/null 2>&1 && %sexec %s -" % (shlex.quote(p), env, shlex.quote(p)) for p in PYTHONS)
         command += "; exit %d" % host_program.NO_PYTHON_RC
-    try:
-        res = action._low_level_execute_command(action._compute_environment_string() + command, sudoable=True, in_data=code.encode())
-    except AnsibleError:
-        return None  # the module's run says what is wrong with the connection
-    if res.get("rc") == host_program.NO_PYTHON_RC:
-        return None  # no Python 3 here: the module's interpreter discovery says what it finds
-    result = host_program.parse_result(res.get("stdout"))
-    if result is None:
-        output = (res.get("stderr") or res.get("stdout") or "").strip().splitlines()
-        return {"failed": True, "msg": "%s could not run on the host (exit %s): %s" % (what, res.get("rc"), output[-1] if output else "no output")}
-    return result
+    return DirectRun(command, code, what)
+
+
+def run_module_code(action, task_vars, spec, sources, function, what, path_options=()):
+    """direct_run(...) run at once: the module's result, or None: run the module."""
+    direct = direct_run(action, task_vars, spec, sources, function, what, path_options)
+    return direct.run(action) if direct else None

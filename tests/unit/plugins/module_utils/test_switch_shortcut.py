@@ -63,4 +63,12 @@ def test_the_script_quotes_what_it_is_given():
     script = switch.up_to_date_script("/nix/store/x-a b", "/nix/var/nix/profiles/my profile", require_nixos=False)
     assert "p='/nix/store/x-a b'; prof='/nix/var/nix/profiles/my profile'" in script
     assert "/etc/NIXOS" not in script
-    assert "[ -e /etc/NIXOS ] || exit 3" in switch.up_to_date_script(SYSTEM, PROFILE, require_nixos=True)
+    script = switch.up_to_date_script(SYSTEM, PROFILE, require_nixos=True)
+    assert "[ -e /etc/NIXOS ] || decide" in script and "decide() { exit 3; }" in script
+
+
+def test_with_a_program_the_script_hands_over_where_it_cannot_decide_and_where_the_host_changes():
+    script = switch.up_to_date_script(SYSTEM, PROFILE, require_nixos=True, action="boot", otherwise="exec python3 -")
+    # The deploy lock's fd is closed first: the module takes that lock itself.
+    assert "decide() { exec 9<&-; exec python3 -; }" in script
+    assert '[ "$(readlink -f "$prof")" = "$p" ] || decide' in script and 'current-system)" = "$p" ] ||' not in script
