@@ -86,6 +86,13 @@ def new_paths(system_path):
     return [p for p in closure(system_path) if p not in base]
 
 
+def copy_play(*tasks):
+    """A playbook for host cc1 with a nix_copy_closure task per (name, arguments)."""
+    # JSON is YAML.
+    return json.dumps([{"name": "Copy", "hosts": "cc1", "gather_facts": False,
+                        "tasks": [{"name": name, MODULE: args} for name, args in tasks]}], indent=1)
+
+
 # -- both methods: only what is missing, exactly its NAR size, then nothing --------------------------------
 
 @pytest.mark.parametrize("method", ["stream", "ssh"])
@@ -93,21 +100,8 @@ def test_copies_only_the_missing_paths_then_nothing(host, run_playbook, method):
     target = system("both-" + method)
     missing = new_paths(target)
     assert len(missing) >= 3 and invalid_on(host, missing) == missing
-    play = """
-- name: Copy twice
-  hosts: cc1
-  gather_facts: false
-  tasks:
-    - name: Copy
-      %s:
-        path: %s
-        method: %s
-    - name: Copy again
-      %s:
-        path: [%s, %s]
-        method: %s
-""" % (MODULE, target, method, MODULE, target, missing[0], method)
-    run = run_playbook(play)
+    run = run_playbook(copy_play(("Copy", {"path": target, "method": method}),
+                                 ("Copy again", {"path": [target, missing[0]], "method": method})))
     assert run.rc == 0, str(run)
     first = run.result("Copy", "cc1")
     assert first["changed"] is True and first["method"] == method
@@ -136,17 +130,7 @@ def test_a_copy_goes_over_ansibles_ssh_master_unless_that_compresses(host, run_p
     target = system("master-%s-%d" % (method, connections))
     missing = new_paths(target)
     before = int(logins(host))
-    play = """
-- name: Copy
-  hosts: cc1
-  gather_facts: false
-  tasks:
-    - name: Copy
-      %s:
-        path: %s
-        method: %s
-""" % (MODULE, target, method)
-    run = run_playbook(play, env={"ANSIBLE_SSH_ARGS": ssh_args})
+    run = run_playbook(copy_play(("Copy", {"path": target, "method": method})), env={"ANSIBLE_SSH_ARGS": ssh_args})
     assert run.rc == 0, str(run)
     assert run.result("Copy", "cc1")["bytes"] == nar_size(missing)
     assert_arrived(host, missing)

@@ -22,8 +22,8 @@ def test_the_switch_code_runs_from_the_sources_alone_and_prints_its_result():
     proc = run(program(SOURCES, switch.__name__, "run_on_host", params, "nixos_switch"))
     assert proc.returncode == 0, proc.stderr
     # The module's own check of the parameters, worded as the module words it.
-    assert parse_result(proc.stdout) == {"failed": True, "msg": "keep_generations must be 1 or more (the current generation is "
-                                                                 "always kept), not 0"}
+    message = "keep_generations must be 1 or more (the current generation is always kept), not 0"
+    assert parse_result(proc.stdout) == {"failed": True, "msg": message}
 
 
 def test_the_runner_reads_its_own_source_on_the_host():
