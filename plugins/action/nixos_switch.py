@@ -17,7 +17,6 @@ import shlex
 import time
 
 from ansible.errors import AnsibleError
-from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -28,7 +27,7 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError,
 from ansible_collections.ansinix.nixos.plugins.module_utils.switch import (
     ACTIVATES, ARGUMENT_SPEC, SETS_PROFILE, up_to_date_result, up_to_date_script, validate_params,
 )
-from ansible_collections.ansinix.nixos.plugins.plugin_utils.host_run import direct_run, sources_of
+from ansible_collections.ansinix.nixos.plugins.plugin_utils.host_run import direct_run, sources_of, validated_params
 
 display = Display()
 
@@ -39,10 +38,6 @@ FINISH_WAIT = 300
 SAME_CONNECTION_RC = 4
 # What the module runs on the host, sent as it is when the action starts it without AnsiballZ.
 HOST_SOURCES = sources_of(activation, activation_runner, host_program, nix, nixos, switch)
-# The options a shortcut for an up-to-date host understands; any other option is the module's to judge.
-FAST_ARGS = frozenset(("path", "action", "profile", "require_nixos", "rollback", "generation", "specialisation", "confirm_timeout",
-                       "keep_generations", "install_bootloader", "rollback_on_failure", "lock_timeout", "activation_timeout",
-                       "nix_path", "use_environment_nix_path", "options"))
 
 # Runs on the host over the new connection: find this command's sshd process (the connection's),
 # refuse to confirm over the module's, hand the runner the token, and wait for it to finish.
@@ -90,9 +85,9 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        direct = direct_run(self, task_vars, {"argument_spec": ARGUMENT_SPEC}, HOST_SOURCES, switch.__name__ + ":run_on_host",
-                            "nixos_switch", path_options=("profile",))
-        module_result = self._already_there(direct)
+        params = validated_params(self, {"argument_spec": ARGUMENT_SPEC}, path_options=("profile",))
+        direct = direct_run(self, task_vars, params, HOST_SOURCES, switch.__name__ + ":run_on_host", "nixos_switch")
+        module_result = self._already_there(params, direct)
         if module_result is None and direct is not None:
             module_result = direct.run(self)
         if module_result is None:
@@ -106,7 +101,7 @@ class ActionModule(ActionBase):
 
     # -- a host that already runs the system ---------------------------------------------------------
 
-    def _already_there(self, direct):
+    def _already_there(self, params, direct):
         """The module's result when the host already runs `path`, read by one shell command; None: run the module.
 
         A rerun that changes nothing then costs one command over the task's connection, not a Python start on
@@ -115,42 +110,26 @@ class ActionModule(ActionBase):
         the same command goes on to run the module's code where the host does not run `path` yet, or where
         only the module can decide: its result is returned then.
         """
-        args = self._task.args
-        if self._task.check_mode or self._task.diff or not args.get("path") or set(args) - FAST_ARGS:
+        if params is None or self._task.check_mode or self._task.diff or not params["path"]:
+            return None
+        if params["rollback"] or params["generation"] is not None or params["specialisation"]:
+            return None
+        action, profile = params["action"], params["profile"]
+        if action not in SETS_PROFILE + ACTIVATES:
             return None
         try:
-            action = args.get("action", "switch")
-            if boolean(args.get("rollback", False)) or args.get("generation") is not None or args.get("specialisation"):
-                return None
-            if action not in SETS_PROFILE + ACTIVATES:
-                return None
-            path = check_store_path(args["path"])
-            profile = args.get("profile") or "/nix/var/nix/profiles/system"
-            require_nixos = boolean(args.get("require_nixos", True))
+            path = check_store_path(params["path"])
             # Values the module would refuse are the module's to report, up to date or not.
-            for name in ("install_bootloader", "rollback_on_failure", "use_environment_nix_path"):
-                boolean(args.get(name, False))
-            if not isinstance(args.get("options", {}), dict) or not isinstance(args.get("nix_path", []), list):
-                return None
-            validate_params({"path": path, "rollback": False, "generation": None, "specialisation": None,
-                             "confirm_timeout": int(args.get("confirm_timeout", 30)), "lock_timeout": int(args.get("lock_timeout", 300)),
-                             "activation_timeout": int(args.get("activation_timeout", 1800)),
-                             "keep_generations": None if args.get("keep_generations") is None else int(args["keep_generations"])})
-        except (NixError, TypeError, ValueError):
+            validate_params(params)
+        except NixError:
             return None
-        script = up_to_date_script(path, profile, require_nixos, action, otherwise=direct.command if direct else None)
-        if direct is not None:
-            try:
-                res = self._low_level_execute_command(script, sudoable=True, in_data=direct.code.encode())
-            except AnsibleError:
-                return None  # the module's run says what is wrong with the connection
-            if "end" not in [line.rstrip("\r") for line in (res.get("stdout") or "").splitlines()]:
-                return direct.result(res)  # the module's code ran (or found no Python: None)
-        else:
-            try:
-                res = self._low_level_execute_command(script, sudoable=True)
-            except AnsibleError:
-                return None
+        script = up_to_date_script(path, profile, params["require_nixos"], action, otherwise=direct.command if direct else None)
+        try:
+            res = self._low_level_execute_command(script, sudoable=True, in_data=direct.code.encode() if direct else None)
+        except AnsibleError:
+            return None  # the module's run says what is wrong with the connection
+        if direct is not None and "end" not in [line.rstrip("\r") for line in (res.get("stdout") or "").splitlines()]:
+            return direct.result(res)  # the module's code ran (or found no Python: None)
         if res.get("rc") != 0:
             return None
         return up_to_date_result(action, path, profile, res.get("stdout"))

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 
-PACKAGE = "ansible_collections.ansinix.nixos.plugins.module_utils"
 # The exit code of a program that found no Python it can run on (the caller then runs the module).
 NO_PYTHON_RC = 97
 
@@ -34,13 +33,18 @@ SOURCES = json.loads(%(sources)r)
 PACKAGES = set(name.rsplit(".", i)[0] for name in SOURCES for i in range(1, name.count(".") + 1))
 
 
+def origin(name):
+    # A file name for tracebacks and inspect; nothing is written there.
+    return "/ansinix-host-program/%%s.py" %% name.replace(".", "/")
+
+
 class Sources:
     # Modules from SOURCES; get_source() lets inspect.getsource() read them too. Not importlib.abc's classes:
     # importing that module alone takes longer than all of this program's own code.
     def find_spec(self, name, path=None, target=None):
         if name in SOURCES or name in PACKAGES:
             spec = importlib.util.spec_from_loader(name, self, is_package=name in PACKAGES)
-            spec.origin = "/ansinix-host-program/%%s.py" %% name.replace(".", "/")
+            spec.origin = origin(name)
             spec.has_location = True
             return spec
         return None
@@ -58,7 +62,7 @@ class Sources:
         return SOURCES.get(name, "")
 
     def get_code(self, name):
-        return compile(self.get_source(name), "/ansinix-host-program/%%s.py" %% name.replace(".", "/"), "exec")
+        return compile(self.get_source(name), origin(name), "exec")
 
 
 sys.meta_path.insert(0, Sources())

@@ -43,10 +43,10 @@ class DirectRun:
         self.code = code
         self.what = what
 
-    def run(self, action, script=None):
-        """The module's result, or None: run the module. script: shell code that ends by running self.command."""
+    def run(self, action):
+        """The module's result, or None: run the module."""
         try:
-            res = action._low_level_execute_command(script or self.command, sudoable=True, in_data=self.code.encode())
+            res = action._low_level_execute_command(self.command, sudoable=True, in_data=self.code.encode())
         except AnsibleError:
             return None  # the module's run says what is wrong with the connection
         return self.result(res)
@@ -63,25 +63,32 @@ class DirectRun:
         return result
 
 
-def direct_run(action, task_vars, spec, sources, function, what, path_options=()):
-    """A DirectRun of function(validated params) on the task's host, or None: run the module.
+def validated_params(action, spec, path_options=()):
+    """The task's arguments as the module would have them, checked on the controller; None: leave them to the module.
+
+    spec: the module's argument_spec, mutually_exclusive, required_one_of (a dict). None for values the module
+    words its own way, and for paths the host would expand (~, $ in path_options).
+    """
+    args = action._task.args
+    if any(c in str(args.get(name, "")) for name in path_options for c in "~$"):
+        return None
+    validated = ArgumentSpecValidator(**spec).validate(dict(args))
+    return None if validated.error_messages else validated.validated_parameters
+
+
+def direct_run(action, task_vars, params, sources, function, what):
+    """A DirectRun of function(params) on the task's host, or None: run the module.
 
     Saves Ansible's packing of the module and the host's import of ansible.module_utils.basic. Only where
     Ansible itself would pipeline a module (its code goes over stdin), and only for a real run: check and
-    diff mode, async, values the module words its own way, and paths that the host would expand (~, $) are
-    the module's. spec: the module's argument_spec, mutually_exclusive, required_one_of (a dict);
-    function: "dotted.module.name:function", a module among sources.
+    diff mode and async are the module's. params: from validated_params(); function: "dotted.module.name:function",
+    a module among sources.
     """
     task = action._task
-    if task.check_mode or task.diff or task.async_val or not action._is_pipelining_enabled("new"):
-        return None
-    if any(c in str(task.args.get(name, "")) for name in path_options for c in "~$"):
-        return None
-    validated = ArgumentSpecValidator(**spec).validate(dict(task.args))
-    if validated.error_messages:
+    if params is None or task.check_mode or task.diff or task.async_val or not action._is_pipelining_enabled("new"):
         return None
     module, _sep, name = function.partition(":")
-    code = host_program.program(sources, module, name, validated.validated_parameters, what)
+    code = host_program.program(sources, module, name, params, what)
     # The task's environment, as Ansible gives it to a module: assignments before exec reach the program.
     env = action._compute_environment_string()
     python = host_python(action, task_vars)
@@ -94,6 +101,6 @@ def direct_run(action, task_vars, spec, sources, function, what, path_options=()
 
 
 def run_module_code(action, task_vars, spec, sources, function, what, path_options=()):
-    """direct_run(...) run at once: the module's result, or None: run the module."""
-    direct = direct_run(action, task_vars, spec, sources, function, what, path_options)
+    """direct_run() of the validated arguments, run at once: the module's result, or None: run the module."""
+    direct = direct_run(action, task_vars, validated_params(action, spec, path_options), sources, function, what)
     return direct.run(action) if direct else None
