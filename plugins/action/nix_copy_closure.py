@@ -39,6 +39,9 @@ MIB = 1024 * 1024
 # Paths per command line of a text query: a closure can have thousands.
 QUERY_CHUNK = 500
 SSH_FAILED_RC = 255
+# Which of the paths (%s) a store lacks, one a line; preceded on the target by the check that it has Nix at all.
+VALIDITY_QUERY = "nix-store --check-validity --print-invalid %s"
+NEEDS_NIX_STORE = "command -v nix-store >/dev/null || exit %d; " % NO_NIX_RC
 
 
 def local(argv, env=None):
@@ -550,11 +553,16 @@ class ActionModule(ActionBase):
 
     # -- the target, through Ansible's own connection -----------------------------------------------
 
-    def remote(self, cmd, what):
-        """Run a shell command on the target (as root under become); its stdout, or NixError."""
+    def _execute(self, cmd):
+        """Run a shell command on the target (as root under become); its result. NixError when it found no Nix."""
         res = self._low_level_execute_command(NIX_PATH_PREFIX + cmd, sudoable=True)
         if res.get("rc") == NO_NIX_RC:
             raise NixError("`nix-store` was not found on %s: %s" % (self.task_host(), INSTALL_HINT))
+        return res
+
+    def remote(self, cmd, what):
+        """Run a shell command on the target (as root under become); its stdout, or NixError."""
+        res = self._execute(cmd)
         if res.get("rc") != 0:
             # Under a terminal (-tt) the command's stderr comes in stdout; ssh's own notices in stderr.
             lines = (res.get("stdout", "") + "\n" + res.get("stderr", "")).splitlines()
@@ -576,12 +584,11 @@ class ActionModule(ActionBase):
         """Run template % paths on the target, a chunk of paths at a time (stdin is not there on every plugin)."""
         out = ""
         for start in range(0, len(paths), QUERY_CHUNK):
-            out += self.remote("command -v nix-store >/dev/null || exit %d; " % NO_NIX_RC
-                               + template % " ".join(paths[start:start + QUERY_CHUNK]), what)
+            out += self.remote(NEEDS_NIX_STORE + template % " ".join(paths[start:start + QUERY_CHUNK]), what)
         return out
 
     def missing_of(self, paths):
-        missing = set(self.remote_chunked("nix-store --check-validity --print-invalid %s", paths, "asking which paths are missing").split())
+        missing = set(self.remote_chunked(VALIDITY_QUERY, paths, "asking which paths are missing").split())
         return [p for p in paths if p in missing]
 
     def _missing_at_once(self, closure, paths):
@@ -596,13 +603,9 @@ class ActionModule(ActionBase):
         if len(asked) > QUERY_CHUNK:
             return None
         try:
-            res = self._low_level_execute_command(NIX_PATH_PREFIX + "command -v nix-store >/dev/null || exit %d; "
-                                                  "nix-store --check-validity --print-invalid %s"
-                                                  % (NO_NIX_RC, " ".join(shlex.quote(p) for p in asked)), sudoable=True)
+            res = self._execute(NEEDS_NIX_STORE + VALIDITY_QUERY % " ".join(shlex.quote(p) for p in asked))
         except AnsibleError:
             return None
-        if res.get("rc") == NO_NIX_RC:
-            raise NixError("`nix-store` was not found on %s: %s" % (self.task_host(), INSTALL_HINT))
         if res.get("rc") != 0:
             return None
         invalid = set((res.get("stdout") or "").split())
