@@ -9,6 +9,7 @@ that root's store, its system profile, /etc/NIXOS, and the boot loader installed
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, check_store_path, error_summary
@@ -18,6 +19,15 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError,
 RECORD = "var/lib/ansinix/installed-system"
 CHROOT_MOUNTS = (("dev", ["--rbind", "/dev"]), ("proc", ["-t", "proc", "proc"]), ("sys", ["--rbind", "/sys"]),
                  ("run", ["-t", "tmpfs", "-o", "mode=0755", "tmpfs"]))
+
+
+def boot_in_chroot_argv(chroot, root, system, profile):
+    """The command that runs the profile's switch-to-configuration boot inside root, through the system's shell.
+
+    The profile is one shell word whatever it holds (a space, a ';'): it is an option, not a command line.
+    """
+    script = "%s boot" % shlex.quote(profile.rstrip("/") + "/bin/switch-to-configuration")
+    return [chroot, root, "%s/sw/bin/sh" % system, "-c", script]
 
 
 class Installer:
@@ -127,8 +137,8 @@ class Installer:
             activation = subprocess.run([chroot, self.root, "%s/activate" % self.system], env=env, capture_output=True,
                                         text=True, check=False)
             output = activation.stdout + activation.stderr
-            output += self.checked([chroot, self.root, "%s/sw/bin/sh" % self.system, "-c",
-                                    "%s/bin/switch-to-configuration boot" % self.profile], env, "installing the boot loader in a chroot of %s" % self.root)
+            output += self.checked(boot_in_chroot_argv(chroot, self.root, self.system, self.profile), env,
+                                   "installing the boot loader in a chroot of %s" % self.root)
             return output
         finally:
             for target in reversed(mounted):

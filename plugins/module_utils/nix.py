@@ -19,7 +19,8 @@ import struct
 
 STORE_DIR = "/nix/store"
 # /nix/store/<32 chars of Nix's base32 (no e, o, u, t)>-<name>; names may not start with a dot.
-STORE_PATH_RE = re.compile(r"^/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*$")
+# \Z, not $: `$` also matches before a final newline, and "/nix/store/...-x\n" must not pass.
+STORE_PATH_RE = re.compile(r"^/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*\Z")
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 POSITION_RE = re.compile(r"^\s*at (.+?):(\d+):(\d+):?\s*$")
 # "builder for '/nix/store/x.drv' failed with exit code 1", "building of '/nix/store/x.drv!*' from .drv file timed out"

@@ -27,7 +27,8 @@ def test_store_path_accepted_and_normalised():
 
 @pytest.mark.parametrize("bad", ["", "/etc/passwd", "/nix/store/short-name", GOOD + "/bin/x",
                                  "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4we-ok",  # 'e' is not in Nix's base32
-                                 "nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-x", None])
+                                 "nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-x", None,
+                                 GOOD + "\n", GOOD + "/\n", GOOD + "\n/"])
 def test_store_path_rejected_with_a_message(bad):
     with pytest.raises(NixError) as err:
         check_store_path(bad)
@@ -109,7 +110,7 @@ def test_build_attribute_rules():
 def test_is_store_path():
     assert is_store_path(GOOD) and is_store_path(GOOD + "/")
     for bad in (GOOD + "/bin", "/nix/store/" + "a" * 32, "/nix/store/" + "a" * 32 + "-.hidden", "/nix/store/x-y", 42, None,
-                "/nix/store/" + "a" * 32 + "-x y"):
+                "/nix/store/" + "a" * 32 + "-x y", GOOD + "\n", GOOD + "\n/"):
         assert not is_store_path(bad), bad
 
 
