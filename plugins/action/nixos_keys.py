@@ -33,6 +33,10 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         try:
+            # Before any key is read: the module would otherwise go through a file on the host, secrets and all.
+            refusal = self._why_no_pipelining()
+            if refusal:
+                raise KeysError(refusal)
             if "contents" in args:
                 raise KeysError("contents is filled in by the action plugin; give each key's content, src or command in keys")
             keys = args.get("keys")
@@ -61,15 +65,29 @@ class ActionModule(ActionBase):
         # The module carries the secrets in its arguments. Without pipelining Ansible writes module and
         # arguments to a file in the login user's temporary directory on the host (and keeps it there with
         # ANSIBLE_KEEP_REMOTE_FILES). Sent over the connection's stdin, they touch no disk. So pipeline
-        # whenever the connection and the become method can, even where pipelining is off.
+        # whenever the connection and the become method can, even where pipelining is off; run() refuses
+        # before anything is sent where they cannot.
+        return module_style == "new" and not wrap_async and self._why_no_pipelining() is None
+
+    def _why_no_pipelining(self):
+        """None when the module can travel over the connection's stdin, else the one-line reason why not."""
         connection = self._connection
-        can_pipeline = (
-            module_style == "new" and not wrap_async and connection.has_pipelining
-            and (not connection.become or connection.become.pipelining)
-            # ssh with a tty forced (-tt) cannot pipeline: the interpreter would read the module interactively.
-            and not getattr(connection, "_is_tty_requested", lambda: False)()
-        )
-        return can_pipeline or super()._is_pipelining_enabled(module_style, wrap_async)
+        fix = ("use a become method that pipelines (sudo, doas) or log in as root without become, "
+               "so that the keys travel over the connection and never rest in a file on the host")
+        if self._task.async_val:
+            return "nixos_keys cannot run with async: an async task's module is written to a file on the host first; drop async"
+        if not connection.has_pipelining:
+            return ("nixos_keys will not run over the %s connection: it cannot send the module over stdin, so the keys "
+                    "would be written to a file on the host; use the ssh connection" % connection.transport)
+        become = connection.become
+        # ansible-core 2.19 says per become plugin (pipelining); 2.18 knew only that su cannot.
+        if become is not None and not getattr(become, "pipelining", become.name != "su"):
+            return "nixos_keys will not run with become method %s, which cannot pipeline; %s" % (become.name, fix)
+        # ssh with a tty forced (-tt) cannot pipeline: the interpreter would read the module interactively.
+        if getattr(connection, "_is_tty_requested", lambda: False)():
+            return ("nixos_keys will not run with a tty forced on the connection (-tt), which cannot pipeline; drop -tt from "
+                    "the ssh arguments for this task")
+        return None
 
     def _resolve(self, name, spec):
         check_name(name)

@@ -159,6 +159,35 @@ def check_dest_dir_safe(path):
                         "use a directory only root can write to" % (path, st.st_uid, stat.S_IMODE(st.st_mode)))
 
 
+def _ancestors(path):
+    """'/a/b/c' -> ['/', '/a', '/a/b']."""
+    parts = path.strip("/").split("/")[:-1] if path.strip("/") else []
+    return ["/"] + ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def check_dest_dir_parents(path):
+    """Whoever may rename an entry in any directory above dest_dir could swap dest_dir itself (a user owning
+    /run/foo swaps /run/foo/keys). Every existing parent, as written and after symlinks, must be owned by
+    root (or us) and writable by nobody else; a sticky directory such as /tmp counts as safe, since there
+    only an entry's owner may rename it."""
+    path = os.path.normpath(path)
+    real = os.path.realpath(path)
+    for parent in _ancestors(path) + [p for p in _ancestors(real) if p not in _ancestors(path)]:
+        try:
+            st = os.lstat(parent)
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid not in (0, os.geteuid()):
+            who = "is owned by uid %d (mode %04o)" % (st.st_uid, mode)
+        elif stat.S_ISDIR(st.st_mode) and mode & 0o022 and not (mode & stat.S_ISVTX and st.st_uid == 0):
+            who = "is writable by other users (mode %04o)" % mode
+        else:
+            continue
+        raise KeysError("dest_dir %s is under %s, which %s, who could swap it for a directory of their own; use a "
+                        "directory whose parents only root may write to, such as /run/keys" % (path, parent, who))
+
+
 def is_up_to_date(key):
     """True when the key file is a regular file with the wanted content, owner and mode."""
     try:
@@ -198,6 +227,7 @@ def ensure_dest_dir(path):
         check_dest_dir_safe(path)
         return False
     os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+    check_dest_dir_parents(path)  # again: parents made just now, in a sticky directory someone else may have made first
     os.mkdir(path, 0o700)
     try:
         gid = grp.getgrnam("keys").gr_gid
@@ -290,6 +320,7 @@ def apply(planned, prune, check_mode, prune_dirs=()):
         by_dir.setdefault(key["dest_dir"], []).append(key)
     dirs = set(by_dir) | (set(os.path.normpath(d) for d in prune_dirs) if prune else set())
     for dest_dir in dirs:
+        check_dest_dir_parents(dest_dir)
         if os.path.lexists(dest_dir):
             check_dest_dir_safe(dest_dir)
     state = {"changed": False, "keys": [], "removed": [], "before": [], "after": []}

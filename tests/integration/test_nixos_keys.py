@@ -276,6 +276,40 @@ def test_not_root_without_become_is_refused_before_writing(host, run_playbook):
     assert not host.exists("/home/deploy/keys")
 
 
+def test_a_become_method_that_cannot_pipeline_is_refused_before_anything_is_written(host, run_playbook):
+    """su cannot take the module over stdin: Ansible would write it, keys and all, to a file on the host. Refused
+    with one line, even with pipelining on and remote files kept; no file on the host ever held the secret."""
+    play = keys_play('x: {content: "%s-su"}' % SECRET, play_extra="become: true\nbecome_method: su")
+    run = run_playbook(play, args=["-vvv"], env={"ANSIBLE_PIPELINING": "True", "ANSIBLE_KEEP_REMOTE_FILES": "1"})
+    assert run.rc != 0
+    assert run.result("Keys", "kh1")["msg"] == (
+        "nixos_keys will not run with become method su, which cannot pipeline; use a become method that pipelines "
+        "(sudo, doas) or log in as root without become, so that the keys travel over the connection and never rest in a "
+        "file on the host")
+    assert not host.exists("/run/keys/x")
+    assert "AnsiballZ_nixos_keys" not in run.stdout
+    found = host.run("grep -rlF %s /nix /tmp /var/tmp /root /home /run 2>/dev/null" % SECRET, check=False).stdout.split()
+    assert found == []
+    # Logged in as root without become, the same key is written.
+    play = keys_play('x: {content: "%s-su"}' % SECRET)
+    assert run_playbook(play).rc == 0
+    assert host.read_file("/run/keys/x") == SECRET + "-su"
+
+
+def test_a_dest_dir_under_a_directory_others_control_is_refused(host, run_playbook):
+    """A user who owns /srv/app could rename /srv/app/keys away and put a directory of their own there."""
+    host.run("mkdir -p /srv/app/keys /srv/open/keys && chown deploy /srv/app && chmod 0777 /srv/open")
+    for parent, why in (("/srv/app", "is owned by uid %s (mode 0755)" % host.run("id -u deploy").stdout.strip()),
+                        ("/srv/open", "is writable by other users (mode 0777)")):
+        for extra in ([], ["--check"]):
+            run = run_playbook(keys_play('x: {content: "%s"}' % SECRET, "dest_dir: %s/keys" % parent), args=extra)
+            assert run.rc != 0
+            assert run.result("Keys", "kh1")["msg"] == (
+                "dest_dir %s/keys is under %s, which %s, who could swap it for a directory of their own; use a directory "
+                "whose parents only root may write to, such as /run/keys" % (parent, parent, why))
+            assert host.run("ls -A %s/keys" % parent).stdout == ""
+
+
 def test_check_mode_and_diff_show_metadata_only(host, run_playbook):
     play = keys_play('a: {content: "%s-a", user: svc, permissions: "0400"}\nb: {content: "%s-b"}' % (SECRET, SECRET))
     check = run_playbook(play, args=["--check", "--diff"])

@@ -226,3 +226,51 @@ def test_without_root_giving_keys_away_is_refused_up_front(d, monkeypatch):
     with pytest.raises(KeysError) as err:
         plan({"a": {"content": "x", "user": "nobody"}}, d)
     assert "needs root; run the task with become: true" in err.value.msg
+
+
+@pytest.mark.parametrize("owner,mode,message", [
+    ("nobody", 0o755, "is owned by uid %d (mode 0755)" % NOBODY.pw_uid),
+    ("root", 0o777, "is writable by other users (mode 0777)"),
+    ("root", 0o775, "is writable by other users (mode 0775)"),
+])
+def test_a_parent_someone_else_may_change_is_refused(tmp_path, owner, mode, message):
+    """A user who owns (or may write to) a directory above dest_dir could rename dest_dir away and put their own
+    in its place: the keys would land in it. Refused for an existing and for a new dest_dir, nothing written."""
+    os.chmod(str(tmp_path), 0o755)
+    parent = tmp_path / "foo"
+    (parent / "below").mkdir(parents=True)
+    os.chown(str(parent), pwd.getpwnam(owner).pw_uid, 0)
+    os.chmod(str(parent), mode)
+    (parent / "below" / "keys").mkdir(mode=0o750)
+    for dest in (parent / "below" / "keys", parent / "below" / "new" / "keys"):
+        for check_mode in (True, False):
+            with pytest.raises(KeysError) as err:
+                run({"a": {"content": SECRET}}, str(dest), check_mode=check_mode)
+            assert err.value.msg == ("dest_dir %s is under %s, which %s, who could swap it for a directory of their own; "
+                                     "use a directory whose parents only root may write to, such as /run/keys"
+                                     % (dest, parent, message))
+            assert "\n" not in err.value.msg
+    assert sorted(str(p.relative_to(parent)) for p in parent.rglob("*")) == ["below", "below/keys"]
+    assert os.listdir(str(parent / "below" / "keys")) == []
+
+
+def test_a_parent_reached_through_a_link_is_checked_too(tmp_path):
+    os.chmod(str(tmp_path), 0o755)
+    unsafe = tmp_path / "unsafe"
+    unsafe.mkdir(mode=0o777)
+    os.chmod(str(unsafe), 0o777)
+    (unsafe / "keys").mkdir(mode=0o750)
+    link = tmp_path / "link"
+    link.symlink_to(unsafe)
+    with pytest.raises(KeysError) as err:
+        run({"a": {"content": SECRET}}, str(link / "keys"))
+    assert "is under %s, which is writable by other users (mode 0777)" % unsafe in err.value.msg
+    assert os.listdir(str(unsafe / "keys")) == []
+
+
+def test_a_sticky_root_directory_above_is_fine(d, tmp_path):
+    # tmp_path is under /tmp (root, 1777): only an entry's owner may rename it there.
+    os.chmod(str(tmp_path), 0o755)
+    assert run({"a": {"content": SECRET}}, d)["changed"]
+    with open(os.path.join(d, "a")) as f:
+        assert f.read() == SECRET
