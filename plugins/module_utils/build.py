@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.host_program import HostModule
@@ -47,6 +48,13 @@ CONFIGURATION_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # An attribute path as -A takes it: names separated by dots, a name with dots in double quotes.
 ATTR_RE = re.compile(r'^(?:[A-Za-z0-9_\'-]+|"[^"\\$]+")(?:\.(?:[A-Za-z0-9_\'-]+|"[^"\\$]+"))*$')
 FLAKE_HINT = "write a directory, path:DIR, git+file:DIR, git+https://HOST/REPO or github:OWNER/REPO, then #ATTRIBUTE"
+# Ansible's files that must not travel with the Nix files: the source directory is copied whole into the
+# world-readable store (a path: flake) or to the target (a build there). Looked at within these bounds only.
+ANSIBLE_DIRS = ("group_vars", "host_vars")
+INVENTORY_NAMES = ("inventory", "inventory.yml", "inventory.yaml", "inventory.ini", "hosts", "hosts.yml", "hosts.yaml",
+                   "hosts.ini")
+INVENTORY_RE = re.compile(rb"^(?:\[[^\]\s]+\]|\s*(?:hosts|children):)\s*$", re.M)
+SCAN_MAX_FILES, SCAN_MAX_DEPTH = 5000, 6
 
 # Selects `head` below `value`, gives it args, selects `rest` below that, and returns what building
 # needs. Messages name what exists. style "file": the value is a file's, called like nix-build does
@@ -191,6 +199,61 @@ def check_local_flake(ref, what="flake"):
                        "for a classic Nix file" % (what, directory))
 
 
+def _source_files(directory, git):
+    """Relative names of the files Nix would take from directory (a git flake: the tracked ones), bounded."""
+    if git:
+        try:
+            proc = subprocess.run(["git", "-C", directory, "ls-files", "-z"], capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            proc = None
+        if proc is not None and proc.returncode == 0:
+            return [n for n in proc.stdout.decode(errors="replace").split("\0") if n][:SCAN_MAX_FILES]
+    names = []
+    for top, dirs, files in os.walk(directory):
+        rel = os.path.relpath(top, directory)
+        depth = 0 if rel == "." else rel.count(os.sep) + 1
+        dirs[:] = sorted(d for d in dirs if d != ".git") if depth < SCAN_MAX_DEPTH else []
+        names += [n if rel == "." else os.path.join(rel, n) for n in sorted(files)]
+        if len(names) >= SCAN_MAX_FILES:
+            return names[:SCAN_MAX_FILES]
+    return names
+
+
+def _starts_with(path, pattern, size):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(size)
+    except OSError:
+        return False
+    return bool(pattern.search(head)) if hasattr(pattern, "search") else head.startswith(pattern)
+
+
+def ansible_files_in(directory, git=False):
+    """What in a Nix source directory belongs to Ansible: vault files, inventories, group_vars/ and host_vars/."""
+    found = []
+    for name in _source_files(directory, git):
+        parts = name.split("/")
+        shown = next(("/".join(parts[:i + 1]) + "/" for i, p in enumerate(parts[:-1]) if p in ANSIBLE_DIRS), None)
+        path = os.path.join(directory, name)
+        if _starts_with(path, b"$ANSIBLE_VAULT;", 15):
+            found.append(name + " (vault)")
+        elif parts[-1] in INVENTORY_NAMES and _starts_with(path, INVENTORY_RE, 65536):
+            found.append(name + " (inventory)")
+        elif shown and shown not in found:
+            found.append(shown)
+    return sorted(found)
+
+
+def source_warning(directory, what, git=False):
+    """One warning naming the Ansible files in the directory Nix builds from, or None."""
+    found = ansible_files_in(directory, git)
+    if not found:
+        return None
+    return ("%s %s holds Ansible files: %s. Nix copies the directory into the Nix store, which every user can read, and a "
+            "build on the target sends it to every host: move the Nix files into a directory of their own (say nix/) and "
+            "point nixos_flake or nixos_file there" % (what, directory, ", ".join(found[:10]) + (", ..." if len(found) > 10 else "")))
+
+
 def flake_parts(attr):
     """(installable, head, rest) of a flake attribute: Nix resolves the first name (searching
     packages.SYSTEM and legacyPackages.SYSTEM as it does), args go where `config` starts."""
@@ -223,6 +286,7 @@ class Builder:
         self.params = params
         self.args = params.get("args") or {}
         self._tmpdir = None
+        self.warnings = []
 
     def close(self):
         if self._tmpdir:
@@ -249,6 +313,7 @@ class Builder:
         if not os.path.exists(path):
             raise NixError("file %s does not exist on %s: give a path on the host the task runs on "
                            "(with delegate_to: localhost, the controller)" % (path, host_name()))
+        self._check_source(os.path.dirname(path), "the directory of file")
         args = args_from_file(os.path.join(self._write_args()[0], "args.json")) if self.args else "null"
         expr = select("import %s" % nix_string(path), [], [], attr_components(attr), args, "file", path)
         # --eval is read-only: check mode writes not even a .drv; a build needs the .drv in the store.
@@ -269,6 +334,9 @@ class Builder:
             raise NixError("flake %r names no attribute: use flake: '<ref>#<attr>', attr, or nixos_configuration" % self.params["flake"])
         check_local_flake(ref)
         ref = flake_reference(ref)
+        if ref.startswith(("path:", "git+file:")):
+            # A path: flake is copied whole; a git one with its tracked files only.
+            self._check_source(ref.split(":", 1)[1].split("?", 1)[0], "flake directory", git=ref.startswith("git+"))
         argv = self.nix.experimental("nix-command", "flakes") + ["eval", "--json", "--no-write-lock-file"]
         if check_mode:
             argv.append("--read-only")
@@ -291,6 +359,11 @@ class Builder:
                 block = [line.replace(store_copy, directory) for line in block]
             raise NixError("evaluating %s#%s failed: %s%s" % (ref, attr, summary, hint), nix_error=block)
         return json.loads(out)
+
+    def _check_source(self, directory, what, git=False):
+        message = source_warning(directory, what, git) if os.path.isdir(directory) else None
+        if message and message not in self.warnings:
+            self.warnings.append(message)
 
     def _flake_source(self, ref, argv):
         """(store copy, directory) of a local path: flake, or None."""
@@ -353,11 +426,17 @@ def run(module):
     """The module's result: a dict, with failed and msg when the build failed."""
     builder = Builder(nix_for(module), module.params)
     try:
-        return builder.build(module.check_mode)
+        result = builder.build(module.check_mode)
     except NixError as exc:
-        return dict(exc.details, failed=True, msg=exc.msg)
+        result = dict(exc.details, failed=True, msg=exc.msg)
     finally:
         builder.close()
+    for message in builder.warnings:
+        if hasattr(module, "warn"):
+            module.warn(message)
+        else:  # run without AnsiballZ: the action plugin's result carries them
+            result.setdefault("warnings", []).append(message)
+    return result
 
 
 def run_on_host(params):

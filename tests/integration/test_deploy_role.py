@@ -107,6 +107,8 @@ def test_build_on_target_uses_no_nix_on_the_controller(fleet, run_playbook, tmp_
         (trap / name).chmod(0o755)
     env = {"PATH": "%s:%s" % (trap, os.environ["PATH"])}
     version = "target-%d" % os.getpid()  # a system the controller has never seen
+    # A source directory an earlier version left readable by everyone is made root-only.
+    hosts["web1"].run("mkdir -p /var/lib/ansinix/source && chmod 0755 /var/lib/ansinix/source")
     run = run_playbook(SITE, args=args + howto("build-on-target.yml") + extra_vars(nixos_args={"version": version}), env=env)
     assert run.rc == 0, str(run)
     assert not calls.exists(), calls.read_text()
@@ -114,6 +116,9 @@ def test_build_on_target_uses_no_nix_on_the_controller(fleet, run_playbook, tmp_
         system = host.readlink("/run/current-system")
         assert system.endswith("-nixos-system-%s-%s" % ("mon" if name == "mon" else "web", version))
         assert host.exists("/var/lib/ansinix/source/fleet.nix")
+        # The user's directory, sent whole: only root may read it.
+        assert host.stat("/var/lib/ansinix/source")["mode"] == 0o700, name
+        assert host.run("find /var/lib/ansinix/source -perm /077").stdout == "", name
         assert not os.path.exists(system)  # built on the host, never on the controller
 
 

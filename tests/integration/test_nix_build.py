@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import uuid
 
@@ -46,6 +47,7 @@ def build_locally(*tasks, env=None, args=()):
     assert run.rc == 0, str(run)
     # The recorded status says whether a task failed (Ansible leaves `failed` out of ignored failures).
     status = {e["task"]: e["status"] for e in run.events}
+    build_locally.last_run = run
     return {t[0]: dict(run.result(t[0], "localhost"), failed=status[t[0]] == "failed") for t in tasks}
 
 
@@ -104,6 +106,35 @@ def test_flake_args_reach_nixos_configurations_and_function_outputs(tmp_path):
     assert read_json(ok(results["Short name"])["out_path"]) == {"plain": True}
     # Without args it is another system: the data really is part of it.
     assert read_json(ok(results["No args"])["out_path"]) == {"configuration": "demo", "ansinixArgs": None}
+
+
+@pytest.mark.parametrize("pipelining", ["True", "False"], ids=["without AnsiballZ", "as a module"])
+def test_ansible_files_in_the_flake_directory_are_named_in_one_warning(tmp_path, pipelining):
+    """A flake next to the inventory and group_vars/ (the vault with them): Nix copies all of it into the store.
+    The build warns once, naming the files; the same flake in a directory of its own builds without a warning."""
+    mixed = tmp_path / "ansible"
+    shutil.copytree(FIXTURES, str(mixed))
+    (mixed / "group_vars" / "nixos").mkdir(parents=True)
+    (mixed / "group_vars" / "nixos" / "vault.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n6162630a\n")
+    (mixed / "inventory.yml").write_text("---\nnixos:\n  hosts:\n    web1:\n")
+    (mixed / "files").mkdir()
+    (mixed / "files" / "tls.key").write_text("$ANSIBLE_VAULT;1.1;AES256\n6162630a\n")
+    clean = tmp_path / "nix"
+    shutil.copytree(FIXTURES, str(clean))
+    env = {"ANSIBLE_PIPELINING": pipelining}
+    params = {"nixos_configuration": "demo", "out_link": str(tmp_path / "root")}
+    results = build_locally(("Mixed", dict(params, flake=str(mixed)), {"check_mode": True}),
+                            ("Mixed again", dict(params, flake=str(mixed)), {"check_mode": True}), env=env)
+    run = build_locally.last_run
+    assert not results["Mixed"]["failed"]
+    warning = ("flake directory %s holds Ansible files: files/tls.key (vault), group_vars/nixos/vault.yml (vault), "
+               "inventory.yml (inventory). Nix copies the directory into the Nix store, which every user can read, "
+               "and a build on the target sends it to every host: move the Nix files into a directory of their own (say "
+               "nix/) and point nixos_flake or nixos_file there" % mixed)
+    said = " ".join((run.stdout + run.stderr).replace("[WARNING]:", "\n[WARNING]:").split())
+    assert said.count("[WARNING]: " + warning) == 1, run.stdout + run.stderr
+    build_locally(("Clean", dict(params, flake=str(clean)), {"check_mode": True}), env=env)
+    assert "holds Ansible files" not in build_locally.last_run.stdout + build_locally.last_run.stderr
 
 
 def test_large_args_reach_nix_whole(tmp_path):

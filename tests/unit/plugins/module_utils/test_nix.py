@@ -12,8 +12,8 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.nix import (
 from ansible_collections.ansinix.nixos.plugins.module_utils.nixos import closure_diff, format_closure_diff, parse_units
 from ansible_collections.ansinix.nixos.plugins.module_utils.copy_closure import batches, choose_method, ssh_options
 from ansible_collections.ansinix.nixos.plugins.module_utils.build import (
-    attr_components, attribute, check_local_flake, default_gcroot_dir, default_out_link, flake_parts, flake_reference,
-    nix_string, root_label,
+    SCAN_MAX_DEPTH, ansible_files_in, attr_components, attribute, check_local_flake, default_gcroot_dir, default_out_link,
+    flake_parts, flake_reference, nix_string, root_label, source_warning,
 )
 
 GOOD = "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-24.05"
@@ -343,3 +343,36 @@ def test_local_flakes_are_checked_before_nix_runs(tmp_path):
     check_local_flake(str(tmp_path))
     check_local_flake("github:me/fleet")
     assert flake_reference("~/fleet") == "path:" + os.path.expanduser("~/fleet")
+
+
+# -- build.py: Ansible's files next to the Nix files ----------------------------------------------------------
+
+VAULT = "$ANSIBLE_VAULT;1.1;AES256\n6162630a\n"
+
+
+def test_ansible_files_are_found_and_nix_files_are_not(tmp_path):
+    (tmp_path / "flake.nix").write_text("{ }")
+    (tmp_path / "hosts").mkdir()  # the bootstrap's facts directory, not an inventory
+    (tmp_path / "hosts" / "web1.json").write_text("{}")
+    (tmp_path / "hosts.nix").write_text("{ hosts = [ ]; }")
+    assert ansible_files_in(str(tmp_path)) == [] and source_warning(str(tmp_path), "flake directory") is None
+    (tmp_path / "host_vars" / "web1").mkdir(parents=True)
+    (tmp_path / "host_vars" / "web1" / "main.yml").write_text("a: 1\n")
+    (tmp_path / "hosts.ini").write_text("[web]\nweb1\n")
+    (tmp_path / "secret.bin").write_text(VAULT)
+    assert ansible_files_in(str(tmp_path)) == ["host_vars/", "hosts.ini (inventory)", "secret.bin (vault)"]
+
+
+def test_a_git_flake_counts_only_tracked_files_and_the_walk_is_bounded(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "flake.nix").write_text("{ }")
+    (tmp_path / "vault.yml").write_text(VAULT)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "flake.nix"], check=True)
+    assert ansible_files_in(str(tmp_path), git=True) == []
+    assert ansible_files_in(str(tmp_path)) == ["vault.yml (vault)"]
+    subprocess.run(["git", "-C", str(tmp_path), "add", "vault.yml"], check=True)
+    assert ansible_files_in(str(tmp_path), git=True) == ["vault.yml (vault)"]
+    deep = tmp_path.joinpath(*["d"] * (SCAN_MAX_DEPTH + 1))
+    deep.mkdir(parents=True)
+    (deep / "deep-vault.yml").write_text(VAULT)
+    assert ansible_files_in(str(tmp_path)) == ["vault.yml (vault)"]
