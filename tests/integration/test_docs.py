@@ -56,7 +56,7 @@ def playbook_rule(connection):
 
 
 def lock_rule(stand_in):
-    return (lambda w: w[0] == "nix" and w[-2:] == ["flake", "lock"],
+    return (lambda w: w[0] == "nix" and "lock" in w and w[w.index("lock") - 1] == "flake",
             lambda w: w + ["--override-input", "nixpkgs", "path:" + stand_in])
 
 
@@ -110,7 +110,7 @@ def test_guide(fresh_hosts, testhosts, tmp_path):
     # 1. Pin nixpkgs.
     lock = run("flake lock")
     assert lock.rc == 0, lock.stderr
-    locked = json.loads((fleet / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]
+    locked = json.loads((fleet / "nix" / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]
     assert locked["type"] == "path" and locked["path"] == stand_in and locked["narHash"].startswith("sha256-")
 
     # 3. Deploy, and again: nothing changes.
@@ -125,7 +125,7 @@ def test_guide(fresh_hosts, testhosts, tmp_path):
     assert again.rc == 0 and again.changed() == {"web": 0}, str(again)
 
     # 4. Add pkgs.git, look at the plan (nothing changes), then deploy it.
-    web_nix = fleet / "web.nix"
+    web_nix = fleet / "nix" / "web.nix"
     web_nix.write_text(web_nix.read_text().replace("[ pkgs.python3 pkgs.htop ]", "[ pkgs.python3 pkgs.htop pkgs.git ]"))
     plan = run("--check --diff")
     assert plan.rc == 0, str(plan)
@@ -159,7 +159,7 @@ def _fleet_shell(fresh_hosts, testhosts, tmp_path):
     stand_in = copy_stand_in(str(tmp_path / "stand-in"))
     # What `nix flake lock` does on a user's machine, with the stand-in for nixpkgs.
     subprocess.run(["nix", "--extra-experimental-features", "nix-command flakes", "flake", "lock", "--override-input",
-                    "nixpkgs", "path:" + stand_in], cwd=str(fleet), env=ansible_env(), capture_output=True, check=True)
+                    "nixpkgs", "path:" + stand_in], cwd=str(fleet / "nix"), env=ansible_env(), capture_output=True, check=True)
     connection = connection_inventory(testhosts, list(hosts), tmp_path / "connection.json")
     return hosts, fleet, Shell(testhosts, tmp_path, fleet, [playbook_rule(connection)])
 
@@ -188,7 +188,7 @@ def test_fleet_everyday_commands_and_rollbacks(fresh_hosts, testhosts, tmp_path)
     assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == sorted(
         "%s:9100" % hosts[h].address for h in ("web1", "web2"))
 
-    web_nix = fleet / "web.nix"
+    web_nix = fleet / "nix" / "web.nix"
     web_nix.write_text(web_nix.read_text().replace("  networking.hostName", "  environment.systemPackages = [ pkgs.git ];\n"
                                                    "  networking.hostName").replace("{ ... }:", "{ pkgs, ... }:"))
     before = {n: (system_of(h), h.generation()) for n, h in hosts.items()}
@@ -244,7 +244,7 @@ def test_fleet_pinned_by_path_and_by_input_override(fresh_hosts, testhosts, tmp_
         "Build each configuration once, on the controller or the builder host"}
     assert not any(r["changed"] for r in by_input.results("Switch to the new system").values())
     assert {n: system_of(h) for n, h in hosts.items()} == systems
-    assert json.loads((fleet / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]["path"] != checkout  # untouched
+    assert json.loads((fleet / "nix" / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]["path"] != checkout  # untouched
 
 
 def test_awx_project_through_ansible_runner(fresh_hosts, testhosts, tmp_path):
@@ -254,7 +254,7 @@ def test_awx_project_through_ansible_runner(fresh_hosts, testhosts, tmp_path):
     data = tmp_path / "runner"
     project = data / "project"
     copy_example("awx", project)
-    copy_example("fleet", data / "fleet")  # group_vars/nixos.yml: "{{ playbook_dir }}/../fleet"
+    copy_example("fleet", data / "fleet")  # group_vars/nixos.yml: "{{ playbook_dir }}/../fleet/nix"
     stand_in = copy_stand_in(str(tmp_path / "stand-in"))
     env = ansible_env()
     for name in ("ANSIBLE_INVENTORY", "ANSIBLE_COLLECTIONS_PATH"):
@@ -301,7 +301,7 @@ def test_awx_project_through_ansible_runner(fresh_hosts, testhosts, tmp_path):
     assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == sorted(
         "%s:9100" % hosts[h].address for h in ("web1", "web2"))
     assert "db1" not in proc.stdout
-    assert not (data / "fleet" / "flake.lock").exists()  # the deploy never writes the project's files
+    assert not (data / "fleet" / "nix" / "flake.lock").exists()  # the deploy never writes the project's files
     assert api.count("/v1/servers") >= 1
 
 
@@ -398,7 +398,7 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
             assert refused.startswith("raid=mdadm needs the kernel's md driver"), str(result)
             for disk in dedi1.disks():  # nothing was changed
                 assert dedi1.run("blkid -p %s" % disk, check=False).returncode == 2
-            assert not (fleet / "hosts" / "dedi1").exists()
+            assert not (fleet / "nix" / "hosts" / "dedi1").exists()
 
         with testhosts.serve_reboots():
             dedi1_installed(run("ansible-playbook -i inventory.yml ansinix.nixos.bootstrap --limit dedi1\n", whole=True))
@@ -428,17 +428,17 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
             system = host.readlink("/run/current-system")
             assert system.endswith("-nixos-system-%s-24.05" % name) and host.exists("/etc/NIXOS"), system
             # The configuration's hardware module reads the facts the roles wrote.
-            facts = json.loads((fleet / "hosts" / name / "hardware.json").read_text())
+            facts = json.loads((fleet / "nix" / "hosts" / name / "hardware.json").read_text())
             config = json.loads(subprocess.run(
                 ["nix-instantiate", "--eval", "--strict", "--json", "-E", "import %s/facts.nix (builtins.fromJSON "
-                 "(builtins.readFile %s/hosts/%s/hardware.json))" % (fleet, fleet, name)],
+                 "(builtins.readFile %s/hosts/%s/hardware.json))" % (fleet / "nix", fleet / "nix", name)],
                 capture_output=True, text=True, check=True).stdout)
             root = facts["hardware"]["file_systems"]["/"]
             assert config["fileSystems"]["/"]["device"] == root["device"] and config["fileSystems"]["/"]["fsType"] == root["fsType"]
             uplink = config["systemd"]["network"]["networks"]["10-uplink"]
             assert uplink["matchConfig"]["MACAddress"] == facts["network"]["mac"] != ""
             assert uplink["address"][0] == "%s/%s" % (host.address, facts["network"]["ipv4"]["prefix_length"])
-        cloud_facts = json.loads((fleet / "hosts" / "cloud1" / "hardware.json").read_text())
+        cloud_facts = json.loads((fleet / "nix" / "hosts" / "cloud1" / "hardware.json").read_text())
         assert cloud_facts["hardware"]["file_systems"]["/"]["device"] == "/dev/disk/by-label/root"
         assert cloud_facts["hardware"]["file_systems"]["/"]["fsType"] == "ext4"
         assert cloud_facts["hardware"]["grub_devices"] == cloud1.disks()

@@ -1,4 +1,4 @@
-"""examples/bootstrap: the Nix files parse, and facts.nix turns the facts file the bootstrap roles write into
+"""examples/bootstrap/nix: the Nix files parse, and facts.nix turns the facts file the bootstrap roles write into
 the NixOS settings the guide (docs/bootstrap.md) promises, evaluated with Nix alone (no nixpkgs here)."""
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 from ansible_collections.ansinix.nixos.plugins.module_utils import disks
 from ansinix_test import REPO_ROOT
 
-EXAMPLE = os.path.join(REPO_ROOT, "examples", "bootstrap")
+EXAMPLE = os.path.join(REPO_ROOT, "examples", "bootstrap", "nix")
 NIX_FILES = sorted(n for n in os.listdir(EXAMPLE) if n.endswith(".nix"))
 
 

@@ -41,8 +41,8 @@ def test_examples_shown_as_files_are_used_by_tests():
 @pytest.mark.parametrize("text, message", [
     ("```sh\nls\n```\n", "without a marker"),
     ("<!-- doc-test: run nope -->\n```sh\nls\n```\n", "unknown scenario"),
-    ("<!-- doc-test: file examples/fleet/web.nix -->\n```nix\n{ }\n```\n", "differs from examples/fleet/web.nix"),
-    ("<!-- doc-test: excerpt examples/fleet/web.nix -->\n```nix\nnot in it\n```\n", "not a verbatim part"),
+    ("<!-- doc-test: file examples/fleet/nix/web.nix -->\n```nix\n{ }\n```\n", "differs from examples/fleet/nix/web.nix"),
+    ("<!-- doc-test: excerpt examples/fleet/nix/web.nix -->\n```nix\nnot in it\n```\n", "not a verbatim part"),
     ("<!-- doc-test: file examples/nope.nix -->\n```nix\n{ }\n```\n", "names no file"),
 ])
 def test_bad_blocks_are_named(tmp_path, monkeypatch, text, message):
@@ -57,9 +57,9 @@ def test_bad_blocks_are_named(tmp_path, monkeypatch, text, message):
 
 
 def test_the_file_marker_accepts_the_file_itself(tmp_path, monkeypatch):
-    with open(os.path.join(REPO_ROOT, "examples", "fleet", "web.nix"), encoding="utf-8") as f:
+    with open(os.path.join(REPO_ROOT, "examples", "fleet", "nix", "web.nix"), encoding="utf-8") as f:
         web = f.read()
     doc = tmp_path / "doc.md"
-    doc.write_text("<!-- doc-test: file examples/fleet/web.nix -->\n```nix\n" + web + "```\n")
+    doc.write_text("<!-- doc-test: file examples/fleet/nix/web.nix -->\n```nix\n" + web + "```\n")
     monkeypatch.setitem(docs.DOCS, str(doc), None)
     assert [docs.check(b) for b in docs.blocks(str(doc))] == [None]

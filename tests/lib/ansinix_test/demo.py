@@ -51,7 +51,7 @@ def main(argv):
     say("   ssh -i %s -o UserKnownHostsFile=%s root@%s readlink /run/current-system"
         % (hosts.ssh_key_path, hosts.known_hosts_path, hosts["web1"].address))
     say("   source scripts/env.sh && python -m ansinix_test.hosts --prefix demo exec mon -- ls -l /nix/var/nix/profiles")
-    say("Run ./scripts/demo.sh again: nothing changes (changed=0). Edit examples/fleet/web.nix (add pkgs.git to")
+    say("Run ./scripts/demo.sh again: nothing changes (changed=0). Edit examples/fleet/nix/web.nix (add pkgs.git to")
     say("environment.systemPackages, say) and run it again: the web servers get a new generation, mon does not.")
     say("./scripts/demo.sh stop removes the hosts.")
     return 0

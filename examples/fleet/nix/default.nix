@@ -2,7 +2,7 @@
 #
 # nixpkgs comes from the deploy role's nixos_nix_path, never from your shell's NIX_PATH
 # (docs/howto.md, "Pin nixpkgs without NIX_PATH"):
-#   nixos_file: "{{ inventory_dir }}/default.nix"
+#   nixos_file: "{{ inventory_dir }}/nix/default.nix"
 #   nixos_nix_path: [ "nixpkgs={{ inventory_dir }}/nixpkgs" ]
 #
 # `args` is what the role passes: `args.nodes` holds every host's shared variables (ansible_host,

@@ -1,6 +1,6 @@
 {
   # The flake variant of default.nix: the same modules, nixpkgs pinned by flake.lock (`nix flake lock`).
-  # inventory.yml deploys it: ansible-playbook -i inventory.yml ansinix.nixos.site
+  # ../inventory.yml deploys it: ansible-playbook -i inventory.yml ansinix.nixos.site
   description = "A small fleet deployed with ansinix.nixos: web servers and a monitoring server";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.05";
