@@ -16,18 +16,9 @@ import json
 import shlex
 import time
 
-from ansible.errors import AnsibleError
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
-
-from ansible_collections.ansinix.nixos.plugins.module_utils import (
-    activation, activation_runner, host_program, nix, nixos, switch,
-)
-from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, check_store_path
-from ansible_collections.ansinix.nixos.plugins.module_utils.switch import (
-    ACTIVATES, ARGUMENT_SPEC, SETS_PROFILE, up_to_date_result, up_to_date_script, validate_params,
-)
-from ansible_collections.ansinix.nixos.plugins.plugin_utils.host_run import direct_run, sources_of, validated_params
 
 display = Display()
 
@@ -36,8 +27,6 @@ RECOVERY_GRACE = 120
 # How long the runner may take to finish after the confirmation (pruning generations included).
 FINISH_WAIT = 300
 SAME_CONNECTION_RC = 4
-# What the module runs on the host, sent as it is when the action starts it without AnsiballZ.
-HOST_SOURCES = sources_of(activation, activation_runner, host_program, nix, nixos, switch)
 
 # Runs on the host over the new connection: find this command's sshd process (the connection's),
 # refuse to confirm over the module's, hand the runner the token, and wait for it to finish.
@@ -80,59 +69,31 @@ def parse_confirm_output(stdout):
     return connection, status
 
 
+def lost_connection_message(host, exc):
+    """One line for a connection that failed while the module ran: what happened, and why a rerun is safe."""
+    lines = str(exc).strip().splitlines()
+    return ("the connection to %s was lost while nixos_switch ran (%s). A switch that had started goes on on the host, "
+            "detached from the connection. Rerunning the task is safe: it waits for that switch under the deploy lock "
+            "(/run/ansinix/deploy.lock) and reports how it ended from its runner's status file (last_activation)"
+            % (host, lines[-1] if lines else "no detail"))
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        params = validated_params(self, {"argument_spec": ARGUMENT_SPEC}, path_options=("profile",))
-        direct = direct_run(self, task_vars, params, HOST_SOURCES, switch.__name__ + ":run_on_host", "nixos_switch")
-        module_result = self._already_there(params, direct)
-        if module_result is None and direct is not None:
-            module_result = direct.run(self)
-        if module_result is None:
+        try:
             module_result = self._execute_module(module_name="ansinix.nixos.nixos_switch", module_args=self._task.args,
                                                  task_vars=task_vars)
+        except AnsibleConnectionFailure as exc:
+            result.update(unreachable=True, msg=lost_connection_message(self._play_context.remote_addr, exc))
+            return result
         request = module_result.pop("confirm", None)
         if request and not module_result.get("failed"):
             self._confirm(request, module_result)
         result.update(module_result)
         return result
-
-    # -- a host that already runs the system ---------------------------------------------------------
-
-    def _already_there(self, params, direct):
-        """The module's result when the host already runs `path`, read by one shell command; None: run the module.
-
-        A rerun that changes nothing then costs one command over the task's connection, not a Python start on
-        the host. Anything unusual (check or diff mode, a specialisation, another deploy holding the lock, not
-        root, not NixOS) is left to the module, which says what is wrong or waits. With a direct run (direct),
-        the same command goes on to run the module's code where the host does not run `path` yet, or where
-        only the module can decide: its result is returned then.
-        """
-        if params is None or self._task.check_mode or self._task.diff or not params["path"]:
-            return None
-        if params["rollback"] or params["generation"] is not None or params["specialisation"]:
-            return None
-        action, profile = params["action"], params["profile"]
-        if action not in SETS_PROFILE + ACTIVATES:
-            return None
-        try:
-            path = check_store_path(params["path"])
-            # Values the module would refuse are the module's to report, up to date or not.
-            validate_params(params)
-        except NixError:
-            return None
-        script = up_to_date_script(path, profile, params["require_nixos"], action, otherwise=direct.command if direct else None)
-        try:
-            res = self._low_level_execute_command(script, sudoable=True, in_data=direct.code.encode() if direct else None)
-        except AnsibleError:
-            return None  # the module's run says what is wrong with the connection
-        if direct is not None and "end" not in [line.rstrip("\r") for line in (res.get("stdout") or "").splitlines()]:
-            return direct.result(res)  # the module's code ran (or found no Python: None)
-        if res.get("rc") != 0:
-            return None
-        return up_to_date_result(action, path, profile, res.get("stdout"))
 
     # -- over a new connection ----------------------------------------------------------------------
 
@@ -148,24 +109,22 @@ class ActionModule(ActionBase):
             "token": shlex.quote(request["token"]), "same_rc": SAME_CONNECTION_RC, "polls": FINISH_WAIT * 10,
         }
         error, status = None, None
-        for _attempt in range(2):
-            try:
-                res = self._fresh_command(script)
-            except AnsibleError as exc:
-                error = "no new connection: %s" % str(exc).strip().splitlines()[-1]
-                break
+        try:
+            res = self._fresh_command(script)
+        except AnsibleError as exc:
+            error = "no new connection: %s" % str(exc).strip().splitlines()[-1]
+        else:
             connection, status = parse_confirm_output(res.get("stdout"))
-            result["confirm_connection"] = connection
+            result["confirm_connection"] = connection if connection != "none" else None
             if res.get("rc") == SAME_CONNECTION_RC:
-                # The connection plugin gave us the old connection again; one more reset, then give up.
+                # The connection plugin gave us the old connection again: no new login was tested.
+                status = None
                 error = ("the connection plugin %s reused the connection the switch ran over (sshd %s), so no new login could be "
                          "tested" % (self._connection.transport, connection))
-                continue
-            if res.get("rc") != 0 or status is None:
+            elif res.get("rc") != 0 or status is None:
                 error = (res.get("stderr") or res.get("stdout") or "exit %s" % res.get("rc")).strip().splitlines()[-1]
-            else:
-                error = None
-            break
+            elif status.get("confirmed"):
+                self._note_how_confirmed(request, result)
         if status is not None and status.get("state") == "finished":
             self._finish(status, result, error)
             return
@@ -173,6 +132,21 @@ class ActionModule(ActionBase):
                         "host to roll itself back" % (error or "no answer", int(request["timeout"]) + RECOVERY_GRACE))
         status = self._wait_for_runner(request, int(request["timeout"]) + RECOVERY_GRACE)
         self._finish(status, result, error or "no answer")
+
+    def _note_how_confirmed(self, request, result):
+        """confirmed_by: new_connection when both the switch and the confirmation came over SSH logins the host could
+        tell apart; unverified (with a warning) when either had no sshd above it (a local connection, a become method
+        such as machinectl or run0 that starts commands outside the login), so the host took the confirmation on trust."""
+        original, confirming = request.get("connection_id"), result.get("confirm_connection")
+        if original and confirming and original != confirming:
+            result["confirmed_by"] = "new_connection"
+            return
+        result["confirmed_by"] = "unverified"
+        display.warning("nixos_switch: the host could not tell which SSH login %s came over (connection %s, become %s), so the "
+                        "magic rollback took the confirmation on trust: it proves the host still runs commands, not that a new "
+                        "SSH login works. Use the ssh or paramiko connection with become_method sudo or su for the full check"
+                        % ("the switch" if not original else "the confirmation", self._connection.transport,
+                           self._play_context.become_method if self._play_context.become else "off"))
 
     def _wait_for_runner(self, request, timeout):
         """The runner's final status, read over new connections as soon as one gets in, or None."""

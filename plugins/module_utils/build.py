@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import tempfile
 
-from ansible_collections.ansinix.nixos.plugins.module_utils.host_program import HostModule
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import (
     NIX_ARGUMENT_SPEC, NixError, check_store_path, error_block, error_summary, flat_directory_nar_hash, host_name, nix_for,
 )
@@ -438,7 +437,3 @@ def run(module):
             result.setdefault("warnings", []).append(message)
     return result
 
-
-def run_on_host(params):
-    """nix_build started by its action plugin without AnsiballZ (host_program): params are validated already."""
-    return run(HostModule(params))

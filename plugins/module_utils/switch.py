@@ -6,19 +6,15 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
-import re
-import shlex
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation import (
-    LOCK_FILE, STATE_DIR, Activation, DeployLock, last_run, remove_old_runs, run_summary,
+    LOCK_FILE, Activation, DeployLock, last_run, remove_old_runs,
 )
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import connection_id
-from ansible_collections.ansinix.nixos.plugins.module_utils.host_program import HostModule
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NIX_ARGUMENT_SPEC, NixError, check_store_path, nix_for
 from ansible_collections.ansinix.nixos.plugins.module_utils.nixos import (
-    BOOT_PARTS, BOOTED_SYSTEM, CURRENT_SYSTEM, Profile, check_system, closure_diff, format_closure_diff, parse_units,
+    BOOTED_SYSTEM, CURRENT_SYSTEM, Profile, check_system, closure_diff, format_closure_diff, parse_units,
     realpath_or_none, reboot_required,
 )
 
@@ -268,106 +264,3 @@ def run(module):
     except NixError as exc:
         return dict(exc.details, failed=True, msg=exc.msg)
 
-
-def run_on_host(params):
-    """nixos_switch started by its action plugin without AnsiballZ (host_program): params are validated already."""
-    return run(HostModule(params))
-
-
-# -- the controller's shortcut for a host that is already up to date --------------------------------------
-
-# Read as root over the task's own connection, with no Python started on the host: whether a host already
-# runs `path` (so nixos_switch would change nothing), and what the module would report then. It prints
-# `key value` lines and `end`. Wherever only the module can decide (not root, not NixOS, no nix-env, no
-# flock, another deploy holding the lock) it calls `decide`: exit 3, or, given a command that runs the
-# module's code, that command, also for a host that plainly does not run `path` yet (one round trip for a
-# switch that changes the host). The lock is held while reading, like the module does.
-UP_TO_DATE_SCRIPT = r"""
-p=%(path)s; prof=%(profile)s; lock=%(lock)s
-decide() { %(decide)s; }
-[ "$(id -u)" = 0 ] || decide
-%(require_nixos)s
-[ -e "$p/bin/switch-to-configuration" ] || decide
-PATH="$PATH:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:$HOME/.nix-profile/bin"
-command -v nix-env >/dev/null 2>&1 || decide
-if [ -e "$lock" ]; then
-  command -v flock >/dev/null 2>&1 || decide
-  exec 9<"$lock" || decide
-  flock -n 9 || decide
-  printf 'lock %%s\n' "$(tr -d '\n' < "$lock")"
-  d=$(sed -n 's/.*"status_dir": *"\([^"]*\)".*/\1/p' "$lock")
-  [ -z "$d" ] || printf 'lock_status %%s\n' "$(tr -d '\n' < "$d/status.json" 2>/dev/null)"
-fi
-%(changes)s
-v() { if [ -e "$2" ] || [ -L "$2" ]; then printf '%%s %%s\n' "$1" "$(readlink -f "$2")"; fi; }
-v current /run/current-system
-v profile "$prof"
-printf 'profile_link %%s\n' "$(readlink "$prof" 2>/dev/null)"
-if [ -e /run/booted-system ]; then
-  echo booted
-  for part in kernel initrd kernel-modules; do v "booted_$part" "/run/booted-system/$part"; v "new_$part" "$p/$part"; done
-fi
-last=; for d in %(state_dir)s/switch-*; do [ -d "$d" ] && last=$d; done
-if [ -n "$last" ]; then
-  printf 'last_status %%s\n' "$(tr -d '\n' < "$last/status.json" 2>/dev/null)"
-  printf 'last_params %%s\n' "$(grep -E '^ *"(action|system)": ' "$last/params.json" 2>/dev/null | tr -d '\n')"
-fi
-echo end
-"""
-# What up_to_date() asks of the running system and the profile, per action, as a shell test.
-UP_TO_DATE_TESTS = {
-    "switch": '[ "$(readlink -f /run/current-system)" = "$p" ] && [ "$(readlink -f "$prof")" = "$p" ]',
-    "boot": '[ "$(readlink -f "$prof")" = "$p" ]',
-    "test": '[ "$(readlink -f /run/current-system)" = "$p" ]',
-}
-
-
-def up_to_date_script(path, profile, require_nixos, action="switch", otherwise=None):
-    """The shell script that reads a host's state for up_to_date_result().
-
-    otherwise: a shell command that runs the module's code (its output is then the module's result), run where
-    the script cannot decide and where the host plainly does not run path yet; None: exit 3 there, and print
-    the state whatever it is.
-    """
-    if otherwise:
-        # The flock on fd 9 would block the module's own lock on the same file.
-        decide = "exec 9<&-; %s" % otherwise
-        changes = "%s || decide" % UP_TO_DATE_TESTS[action]
-    else:
-        decide, changes = "exit 3", ""
-    return UP_TO_DATE_SCRIPT.strip() % {
-        "path": shlex.quote(path), "profile": shlex.quote(profile), "lock": shlex.quote(LOCK_FILE),
-        "state_dir": shlex.quote(STATE_DIR), "decide": decide, "changes": changes,
-        "require_nixos": "[ -e /etc/NIXOS ] || decide" if require_nixos else ":",
-    }
-
-
-def up_to_date_result(action, path, profile, stdout):
-    """The module's result for a host the script found already on `path`, or None when the module must run."""
-    state = {}
-    lines = [line.rstrip("\r") for line in (stdout or "").splitlines()]
-    if "end" not in lines:
-        return None
-    for line in lines:
-        key, _sep, value = line.partition(" ")
-        state[key] = value
-    try:
-        record = json.loads(state.get("lock") or "{}") or {}
-        if record.get("handover") and (json.loads(state.get("lock_status") or "{}") or {}).get("state") != "finished":
-            return None  # a switch was handed to a runner that may still be going
-        current = state.get("current") or None
-        if not up_to_date(action, state.get("profile") or None, current, path, path):
-            return None
-        match = re.match(r"^%s-(\d+)-link$" % re.escape(os.path.basename(profile)), os.path.basename(state.get("profile_link", "")))
-        last = None
-        if state.get("last_status"):
-            params = json.loads("{%s}" % state.get("last_params", "").strip().rstrip(","))
-            last = run_summary(json.loads(state["last_status"]), params)
-    except (ValueError, TypeError, AttributeError):
-        return None
-    return {
-        "changed": False, "action": action, "previous": current, "current": current, "system": path,
-        "generation": int(match.group(1)) if match else None, "rolled_back": False, "confirmed": None,
-        "reboot_required": "booted" in state and any(state.get("booted_" + part) != state.get("new_" + part) for part in BOOT_PARTS),
-        "units": parse_units(""), "last_activation": last,
-    }

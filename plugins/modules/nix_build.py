@@ -33,12 +33,6 @@ attributes:
         whether it is already in the store (RV(already_valid)) and the O(out_link). Builds nothing.
   diff_mode:
     support: none
-  action:
-    description: Has a corresponding action plugin that runs on the controller.
-    support: full
-    details: Where Ansible would pipeline a module, the action plugin sends the module's code with the connection's
-      stdin and runs it with one C(python3 -) on the host, without packing the module (AnsiballZ). The result is the
-      same. Check mode and C(async) run the module as usual.
   async:
     description: Supports being run with C(async).
     support: full

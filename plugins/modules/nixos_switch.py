@@ -20,11 +20,6 @@ description:
     process in a session of its own otherwise). The module waits for it. Its output is kept in
     C(/var/log/ansinix/switch-*.log), its state in C(/run/ansinix/switch-*/status.json). If the connection drops
     mid-switch the runner still finishes, and the next run reports the truth (RV(last_activation)).
-  - Where Ansible would pipeline a module (C(pipelining) on, and a connection and C(become) method that allow
-    it), the action plugin sends the module's code with the connection's stdin and runs it with one C(python3 -)
-    on the host (the inventory's C(ansible_python_interpreter), else the first C(python3) found). It is the same code
-    and result, without Ansible packing the module (AnsiballZ), which saves about a second of each changing host's
-    switch on a busy controller. Check mode, diff mode and C(async) run the module as usual.
   - When the activation fails, the host goes back to the previous generation by itself and the task fails
     with the failed units and the log (O(rollback_on_failure)).
   - Magic rollback. After a switch the host waits O(confirm_timeout) seconds for a confirmation that the
@@ -105,6 +100,10 @@ options:
       - The action plugin resets the task's connection first (an SSH ControlPersist master is stopped, a
         paramiko transport reconnected), and the host refuses a confirmation that arrives through the sshd
         process the switch ran under.
+      - The full check needs the host to tell the two SSH logins apart: the C(ssh) or C(paramiko) connection, with
+        no C(become) or a become method that runs the command under the login (C(sudo), C(su), C(doas)). With the
+        C(local) connection, or a become method that starts commands outside the login (C(machinectl), C(run0)),
+        the host takes any confirmation on trust; the task then warns and returns RV(confirmed_by=unverified).
       - V(0) turns the magic rollback off.
     type: int
     default: 30
@@ -214,6 +213,14 @@ confirm_connection:
   description: The host's sshd process (C(pid:starttime)) of the connection the confirmation came over.
   returned: when a confirmation was sent over SSH
   type: str
+confirmed_by:
+  description:
+    - How the confirmation was checked. V(new_connection) when the host saw it come over an SSH login other than the
+      one the switch ran over. V(unverified) when the host could not identify the logins (see O(confirm_timeout)), so
+      the confirmation only proves the host still runs commands.
+  returned: when the switch was confirmed
+  type: str
+  sample: new_connection
 last_activation:
   description: What the switch before this one on this host did, as its runner recorded it (since the last reboot).
     After a run whose connection dropped, this says how that switch ended; V(null) when there was none.

@@ -89,6 +89,14 @@ def runner_processes(h):
     return pids
 
 
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def descendants(pid):
     """pid and every process below it, across sessions (Ansible's workers start sessions of their own)."""
     children = {}
@@ -115,14 +123,13 @@ def host(fresh_hosts):
 
 # -- switching, and doing nothing the second time ------------------------------------------------------------
 
-# With pipelining the action runs the module's code by one `python3 -` (no AnsiballZ, so no `invocation` in the
-# result); without, Ansible runs the module. Both must leave the host alike.
-PIPELINING = [("True", False), ("False", True)]
-PIPELINING_IDS = ["without AnsiballZ", "as a module"]
+# Ansible runs the module (AnsiballZ) with and without pipelining; AnsibleModule's `invocation` in every result
+# shows that no other runtime answered, the rerun of an up-to-date host included.
+PIPELINING_IDS = ["pipelining", "no pipelining"]
 
 
-@pytest.mark.parametrize("pipelining,as_module", PIPELINING, ids=PIPELINING_IDS)
-def test_first_switch_then_the_rerun_runs_nothing(host, run_playbook, pipelining, as_module):
+@pytest.mark.parametrize("pipelining", ["True", "False"], ids=PIPELINING_IDS)
+def test_first_switch_then_the_rerun_runs_nothing(host, run_playbook, pipelining):
     base, new = base_system(), system(2)
     host.import_closure(new)
     units_before = unit_state(host)
@@ -139,9 +146,10 @@ def test_first_switch_then_the_rerun_runs_nothing(host, run_playbook, pipelining
     run = run_playbook(play, env={"ANSIBLE_PIPELINING": pipelining})
     assert run.rc == 0, str(run)
     result = run.result("Switch to the new system", HOST)
-    assert ("invocation" in result) is as_module
+    assert result["invocation"]["module_args"]["path"] == new
     assert result["changed"] is True and result["previous"] == base and result["current"] == new
     assert result["generation"] == 2 and result["confirmed"] is True and result["rolled_back"] is False
+    assert result["confirmed_by"] == "new_connection"
     assert result["units"] == {"stopped": [], "reloaded": ["dbus.service"], "restarted": ["nginx.service"], "started": [],
                                "failed": []}
     assert result["reboot_required"] is False and result["last_activation"] is None
@@ -161,9 +169,10 @@ def test_first_switch_then_the_rerun_runs_nothing(host, run_playbook, pipelining
     assert host.stat(result["log"])["mode"] == 0o640 and host.stat("/var/log/ansinix")["mode"] == 0o750
 
     before = snapshot(host)
-    again = run_playbook(play)
+    again = run_playbook(play, env={"ANSIBLE_PIPELINING": pipelining})
     assert again.rc == 0, str(again)
     rerun = again.result("Switch to the new system", HOST)
+    assert rerun["invocation"]["module_args"]["path"] == new
     assert rerun["changed"] is False and rerun["current"] == new and rerun["generation"] == 2
     assert rerun["last_activation"]["outcome"] == "done" and rerun["last_activation"]["system"] == new
     assert snapshot(host) == before  # no switch-to-configuration, no new run directory, no log
@@ -333,6 +342,23 @@ def test_the_confirmation_is_a_new_login_even_over_a_persistent_connection(host,
     assert result["confirmed"] is True and re.match(r"^\d+:\d+$", result["confirm_connection"])
 
 
+def test_a_confirmation_the_host_cannot_tie_to_a_new_login_is_reported_unverified(host, testhosts):
+    """With the local connection (Ansible run inside the host) no sshd is above the switch: the host takes the
+    confirmation on trust, and the task says so in its result and a warning."""
+    new = system("local")
+    host.import_closure(new)
+    argv = host.nsenter_argv() + ["ansible", "localhost", "-i", "localhost,", "-c", "local", "-m", MODULE,
+                                  "-a", "path=%s confirm_timeout=10" % new, "-e", "ansible_python_interpreter={{ ansible_playbook_python }}"]
+    proc = subprocess.run(argv, env=ansible_env(testhosts), capture_output=True, text=True, timeout=300, check=False)
+    match = re.search(r"^localhost \| [A-Z!]+ => ", proc.stdout, re.M)
+    assert proc.returncode == 0 and match, show(proc)
+    result = json.loads(proc.stdout[match.end():])
+    assert result["confirmed"] is True and result["confirmed_by"] == "unverified" and result["confirm_connection"] is None
+    warning = " ".join(proc.stderr.split())
+    assert "took the confirmation on trust" in warning and "connection local" in warning, proc.stderr
+    assert host.readlink("/run/current-system") == new and generations(host) == [1, 2]
+
+
 def test_two_deploys_race_one_after_the_other(host, run_ansible):
     first, second = system("race1"), system("race2")
     for path in (first, second):
@@ -439,6 +465,39 @@ def test_controller_gone_before_confirming_the_host_rolls_back_and_the_next_run_
     last = result["last_activation"]
     assert last["outcome"] == "rolled-back" and last["rollback_reason"] == "unconfirmed" and last["system"] == slow
     assert result["changed"] is True and host.readlink("/run/current-system") == slow and generations(host) == [1, 2]
+
+
+def test_a_connection_lost_during_the_switch_is_reported_in_one_line_and_not_retried(host, run_ansible, testhosts):
+    """The host's side of the SSH connection dies while the module waits for the runner: the task says so, once."""
+    slow = system("cut", activationSeconds=3)
+    host.import_closure(slow)
+    ansible = subprocess.Popen(["ansible", HOST, "-m", MODULE, "-a", "path=%s confirm_timeout=0" % slow],
+                               env=ansible_env(testhosts), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and '"state": "activating"' not in host.run(
+            "cat /run/ansinix/switch-*/status.json 2>/dev/null || true").stdout:
+        time.sleep(0.1)
+    # Every sshd of the host but the listener: the connection the module runs over.
+    listener = int(host.read_file("/run/sshd.pid"))
+    sessions = [pid for pid in host.pids() if pid != listener and comm(pid).startswith("sshd")]
+    assert sessions
+    for pid in sessions:
+        os.kill(pid, signal.SIGKILL)
+    out, err = ansible.communicate(timeout=300)
+    match = re.search(r"^%s \| UNREACHABLE! => " % HOST, out, re.M)
+    assert ansible.returncode != 0 and match, out + err
+    result = json.loads(out[match.end():])
+    assert result["unreachable"] is True and "\n" not in result["msg"]
+    assert result["msg"].startswith("the connection to %s was lost while nixos_switch ran (" % host.address)
+    assert "Rerunning the task is safe" in result["msg"] and "deploy lock" in result["msg"], result["msg"]
+    # Not run again another way: one runner, one run directory. It finished the switch on its own.
+    assert len(host.run("ls -d /run/ansinix/switch-*").stdout.split()) == 1
+    deadline = time.time() + 60
+    while time.time() < deadline and runner_processes(host):
+        time.sleep(0.2)
+    assert host.readlink("/run/current-system") == slow and generations(host) == [1, 2]
+    proc, rerun = adhoc(run_ansible, "path=%s confirm_timeout=0" % slow)
+    assert proc.returncode == 0 and rerun["changed"] is False and rerun["last_activation"]["outcome"] == "done", show(proc)
 
 
 # -- users, become, ad hoc ---------------------------------------------------------------------------------
