@@ -10,7 +10,9 @@ module_utils.urls. What the client does for every caller:
   Robot's 403 RATE_LIMIT_EXCEEDED with its interval), 5xx answers, timeouts and broken connections,
   with back-off, at most ``max_retries`` times and ``max_wait`` seconds in all; a request that may
   have changed something (POST) is only repeated when the API surely refused it;
-- follows Cloud pagination to the last page;
+- follows Cloud pagination to the last page, but never past MAX_PAGES pages;
+- sends credentials only over https (plain http only to a loopback address, as tests do) and reads
+  at most MAX_ANSWER_BYTES of an answer;
 - turns every other failure into a HetznerError whose one-line message names the setting to fix
   (the caller says what its settings are called) and never contains a credential.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import http.client
+import ipaddress
 import json
 import socket
 import ssl
@@ -36,6 +39,11 @@ CLOUD_PAGE_SIZE = 50  # the most the Cloud API gives per page
 CLOUD_SERVER_STATUSES = ("initializing", "starting", "running", "stopping", "off", "deleting", "migrating", "rebuilding", "unknown")
 ROBOT_RESET_TYPES = ("sw", "hw", "man", "power", "power_long")
 USER_AGENT = "ansinix.nixos"
+# A list endpoint that still names a next page after this many pages is not the API (or is broken):
+# 1000 pages of 50 are 50,000 servers, far more than a project holds.
+MAX_PAGES = 1000
+# The largest answer read: a page of 50 Cloud servers is about 150 KiB, Robot's list of 1000 servers 1 MiB.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 # Argument specs of modules that talk to Hetzner; doc_fragments/hetzner.py documents them
 # (DOCUMENTATION for the client settings, CLOUD and ROBOT for the credentials).
@@ -115,11 +123,25 @@ def describe(status, body):
     return "%d" % status
 
 
+def is_loopback(host):
+    """Whether a URL's host is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if str(host).lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(str(host)).is_loopback
+    except ValueError:
+        return False
+
+
 def checked_endpoint(endpoint, setting, example):
-    """The endpoint without a trailing slash, or a HetznerError when it is not an http(s) URL."""
+    """The endpoint without a trailing slash, or a HetznerError when it is not an https URL (or http to loopback)."""
     parsed = urlparse(str(endpoint or ""))
     if parsed.scheme not in ("http", "https") or not parsed.hostname or "@" in parsed.netloc:
         raise HetznerError("%s must be an http(s) URL with no credentials in it, such as %s" % (setting, example))
+    if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+        # Plain http would send the token or password readable to everyone on the way.
+        raise HetznerError("%s must be an https URL, such as %s: plain http would send the credentials unencrypted "
+                           "(it is allowed only to a loopback address such as 127.0.0.1)" % (setting, example))
     return str(endpoint).rstrip("/")
 
 
@@ -138,6 +160,8 @@ class _Client:
 
     def __init__(self, endpoint, endpoint_setting, timeout=30, max_retries=5, max_wait=120, sleep=time.sleep, clock=time.time):
         self.endpoint_setting = endpoint_setting
+        self.max_pages = MAX_PAGES
+        self.max_answer_bytes = MAX_ANSWER_BYTES
         self.endpoint = checked_endpoint(endpoint or self.DEFAULT_ENDPOINT, endpoint_setting, self.DEFAULT_ENDPOINT)
         self.timeout = timeout
         self.max_retries = max_retries
@@ -180,6 +204,9 @@ class _Client:
         while True:
             self.requests += 1
             status, resp_headers, body, failure = self._send(method, url, headers, payload)
+            if len(body) > self.max_answer_bytes:
+                raise HetznerError("%s answered %s with more than %d MiB; is %s (%s) the API's address?"
+                                   % (self.API, what, self.max_answer_bytes // (1024 * 1024), self.endpoint_setting, self.endpoint))
             if failure is None and 200 <= status < 300:
                 return self._decode(body, what)
             rate_limited = False
@@ -221,10 +248,11 @@ class _Client:
                                    context=ssl.create_default_context())
         try:
             response = self._opener.open(method, url, data=payload, headers=headers)
-            return response.getcode(), response.headers, response.read(), None
+            # One byte more than allowed tells an answer that is too long from one that just fits.
+            return response.getcode(), response.headers, response.read(self.max_answer_bytes + 1), None
         except HTTPError as exc:
             try:
-                body = exc.read()
+                body = exc.read(self.max_answer_bytes + 1)
             except (AttributeError, OSError, http.client.HTTPException):
                 body = b""
             return exc.code, exc.headers, body, None
@@ -313,7 +341,7 @@ class CloudClient(_Client):
 
     def paginated(self, path, key, params=None):
         """Every item of a list endpoint, following meta.pagination to the last page."""
-        items, page = [], 1
+        items, page, pages = [], 1, 0
         while True:
             what = "GET %s (page %d)" % (path, page)
             answer = self.request("GET", path, dict(params or {}, page=page, per_page=CLOUD_PAGE_SIZE))
@@ -326,6 +354,10 @@ class CloudClient(_Client):
                 return items
             if not isinstance(next_page, int) or next_page <= page:
                 raise self._malformed(what, "a next page after %d (it named %r)" % (page, next_page))
+            pages += 1
+            if pages >= self.max_pages:
+                raise HetznerError("%s answered GET %s with %d pages and still names a next page; stopped there. Is %s (%s) "
+                                   "the API's address?" % (self.API, path, pages, self.endpoint_setting, self.endpoint))
             page = next_page
 
     def servers(self, label_selector=None, status=None, name=None):

@@ -7,7 +7,8 @@ It speaks their documented JSON, so the real client code runs against it unchang
   ``GET /ssh_keys`` (with ``name``, ``fingerprint``, ``label_selector``) and ``GET /ssh_keys/{id}``;
   ``POST /servers/{id}/actions/enable_rescue``, ``disable_rescue``, ``reset``, ``reboot``,
   ``poweroff``, ``poweron``; ``GET /actions/{id}``; the ``RateLimit-*`` headers on every answer and
-  ``429 rate_limit_exceeded`` when the bucket is empty.
+  ``429 rate_limit_exceeded`` when the bucket is empty. ``api.cloud.claimed_pages = N`` makes every
+  list name a next page up to page N, like a broken API.
 - Robot (under ``/robot``, basic auth): ``GET /server``, ``GET /server/{number}``, ``GET /key``,
   ``GET /key/{fingerprint}``, ``GET|POST|DELETE /boot/{number}/rescue``, ``GET|POST /reset/{number}``,
   and ``403 RATE_LIMIT_EXCEEDED`` with ``max_request`` and ``interval`` when a window is full.
@@ -154,6 +155,7 @@ class CloudState:
         self.rescue = {}   # server id -> the rescue system its next boot starts: see on_reset
         self.resets = []   # (server id, command) of every reset, reboot, poweroff and poweron
         self.action_steps = 0  # polls of GET /actions/{id} an action stays running
+        self.claimed_pages = 0  # a broken API: when set, every list names a next page up to this page
         self._polls_left = {}  # action id -> polls until it finishes
         self._failing = {}  # command -> the error its next action ends with
         self._ids = itertools.count(1)
@@ -608,7 +610,7 @@ class FakeHetzner:
             def page(key, items, query):
                 page = max(1, int(query.get("page", ["1"])[0]))
                 per_page = max(1, min(int(query.get("per_page", ["25"])[0]), 50))
-                last = max(1, (len(items) + per_page - 1) // per_page)
+                last = max(1, (len(items) + per_page - 1) // per_page, min(page + 1, fake.cloud.claimed_pages))
                 meta = {"pagination": {"page": page, "per_page": per_page, "previous_page": page - 1 if page > 1 else None,
                                        "next_page": page + 1 if page < last else None, "last_page": last,
                                        "total_entries": len(items)}}

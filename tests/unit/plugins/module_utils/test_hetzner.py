@@ -90,6 +90,34 @@ def test_cloud_pagination_that_does_not_advance_is_an_error(api):
     assert "without a next page after 1 (it named 1)" in err.value.msg and api.count() == 1
 
 
+def test_cloud_pagination_that_never_ends_stops_at_a_bound(api):
+    api.cloud.add_servers(3)
+    api.cloud.claimed_pages = 20  # not endless, so that a client without a bound fails this test instead of hanging
+    client = cloud(api)
+    client.max_pages = 7
+    with pytest.raises(HetznerError) as err:
+        client.servers()
+    assert err.value.msg == ("Hetzner Cloud answered GET /servers with 7 pages and still names a next page; stopped there. "
+                             "Is the Cloud endpoint (%s) the API's address?" % api.cloud_url)
+    assert api.count() == 7 and hetzner.MAX_PAGES == 1000
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_an_answer_longer_than_the_bound_is_not_read(api, status):
+    client = cloud(api, [])
+    client.max_answer_bytes = 1024 * 1024
+    api.fail("/v1/servers", status, b'{"servers": [], "pad": "' + b"x" * client.max_answer_bytes + b'"}')
+    with pytest.raises(HetznerError) as err:
+        client.servers()
+    assert err.value.msg == ("Hetzner Cloud answered GET /servers with more than 1 MiB; is the Cloud endpoint (%s) the API's "
+                             "address?" % api.cloud_url)
+    assert api.count() == 1 and hetzner.MAX_ANSWER_BYTES == 16 * 1024 * 1024
+    # An answer of just the bound is read.
+    api.cloud.add_servers(1)
+    api.fail("/v1/servers", 200, b'{"servers": [], "pad": "' + b"x" * (client.max_answer_bytes - 26) + b'"}')
+    assert client.servers() == []
+
+
 def test_cloud_429_waits_as_told_by_retry_after(api):
     api.cloud.add_servers(3)
     api.fail("/v1/servers", 429, {"error": {"code": "rate_limit_exceeded", "message": "limit"}}, headers={"Retry-After": "7"})
@@ -237,6 +265,23 @@ def test_endpoints_must_be_http_urls(endpoint):
         CloudClient("t", endpoint, endpoint_setting="cloud.endpoint")
     assert err.value.msg == "cloud.endpoint must be an http(s) URL with no credentials in it, such as https://api.hetzner.cloud/v1"
     assert "pw" not in err.value.msg
+
+
+@pytest.mark.parametrize("endpoint", ["http://api.hetzner.cloud/v1", "http://10.0.0.1/v1", "http://[::ffff:127.0.0.1]:8/v1",
+                                      "http://localhost.example.org/v1", "http://127.0.0.1.nip.io/v1", "HTTP://api.hetzner.cloud/v1"])
+def test_plain_http_is_refused_but_to_loopback(endpoint):
+    with pytest.raises(HetznerError) as err:
+        CloudClient("t", endpoint, endpoint_setting="cloud.endpoint")
+    assert err.value.msg == ("cloud.endpoint must be an https URL, such as https://api.hetzner.cloud/v1: plain http would send the "
+                             "credentials unencrypted (it is allowed only to a loopback address such as 127.0.0.1)")
+    with pytest.raises(HetznerError):
+        RobotClient("u", "p", endpoint)
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8/v1", "http://127.1.2.3/v1", "http://[::1]:8/v1", "http://LocalHost:8/v1",
+                                      "https://api.hetzner.cloud/v1", "https://10.0.0.1/v1"])
+def test_https_and_loopback_endpoints_are_accepted(endpoint):
+    assert CloudClient("t", endpoint).endpoint == endpoint
 
 
 def test_refused_connections_are_not_retried():
