@@ -5,6 +5,41 @@
 from __future__ import annotations
 
 
+# The credentials and endpoints, written once: the modules' cloud: and robot: options and the inventory plugin's
+# sections of the same names hold them as suboptions.
+_CLOUD_AUTH = r"""
+      token:
+        description:
+          - An API token of the project, from the Hetzner Cloud Console under Security > API tokens.
+          - Defaults to the environment variable C(HCLOUD_TOKEN).
+        type: str
+      endpoint:
+        description:
+          - The address of the API. Defaults to the environment variable C(HCLOUD_ENDPOINT), else
+            V(https://api.hetzner.cloud/v1).
+          - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/v1)) for tests.
+        type: str
+"""
+
+_ROBOT_AUTH = r"""
+      user:
+        description:
+          - The webservice user, from Robot under Settings > Webservice and app settings (not the Robot login).
+          - Defaults to the environment variable C(HROBOT_API_USER).
+        type: str
+      password:
+        description:
+          - The password of the webservice user.
+          - Defaults to the environment variable C(HROBOT_API_PASSWORD).
+        type: str
+      endpoint:
+        description:
+          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
+          - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/robot)) for tests.
+        type: str
+"""
+
+
 class ModuleDocFragment:
     # How the shared client (module_utils/hetzner.py, CLIENT_ARGUMENT_SPEC) talks to the Hetzner APIs.
     DOCUMENTATION = r"""
@@ -40,18 +75,7 @@ options:
     description:
       - How to reach the Hetzner Cloud API.
     type: dict
-    suboptions:
-      token:
-        description:
-          - An API token of the project, from the Hetzner Cloud Console under Security > API tokens.
-          - Defaults to the environment variable C(HCLOUD_TOKEN).
-        type: str
-      endpoint:
-        description:
-          - The address of the API. Defaults to the environment variable C(HCLOUD_ENDPOINT), else
-            V(https://api.hetzner.cloud/v1).
-        type: str
-"""
+    suboptions:""" + _CLOUD_AUTH
 
     # The Hetzner Robot credentials of a module (module_utils/hetzner.py, ROBOT_ARGUMENT_SPEC).
     ROBOT = r"""
@@ -60,19 +84,52 @@ options:
     description:
       - How to reach the Hetzner Robot webservice.
     type: dict
-    suboptions:
-      user:
+    suboptions:""" + _ROBOT_AUTH
+
+    # The inventory plugin's cloud: and robot: sections: the same credentials, and what to list.
+    INVENTORY = r"""
+options:
+  cloud:
+    description:
+      - List the servers of a Hetzner Cloud project. Leave it out to list no Cloud servers; O(cloud={}) lists
+        them all with the token from C(HCLOUD_TOKEN). A read-only token is enough.
+    type: dict
+    suboptions:""" + _CLOUD_AUTH + r"""
+      label_selector:
         description:
-          - The webservice user, from Robot under Settings > Webservice and app settings (not the Robot login).
-          - Defaults to the environment variable C(HROBOT_API_USER).
+          - Only servers matching this label selector, such as V(nixos) or V(env=prod,nixos). The API applies it.
         type: str
-      password:
+      status:
         description:
-          - The password of the webservice user.
-          - Defaults to the environment variable C(HROBOT_API_PASSWORD).
-        type: str
-      endpoint:
+          - Only servers in one of these states, such as V([running]). The API applies it.
+        type: list
+        elements: str
+        choices: [initializing, starting, running, stopping, 'off', deleting, migrating, rebuilding, unknown]
+      locations:
         description:
-          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
+          - Only servers in one of these locations, such as V([fsn1, nbg1]).
+        type: list
+        elements: str
+      server_types:
+        description:
+          - Only servers of one of these types, such as V([cx22, cpx31]).
+        type: list
+        elements: str
+      network:
+        description:
+          - Only servers attached to this private network (its name or id). Their address in it becomes
+            C(hetzner_private_ipv4), and C(ansible_host) with O(connect_with=private_ipv4).
         type: str
+  robot:
+    description:
+      - List the dedicated servers of a Hetzner Robot account. Leave it out to list none; O(robot={}) takes the
+        credentials from C(HROBOT_API_USER) and C(HROBOT_API_PASSWORD).
+    type: dict
+    suboptions:""" + _ROBOT_AUTH + r"""
+      rescue_status:
+        description:
+          - Ask for each dedicated server whether its rescue system is enabled, and set C(hetzner_rescue). That is
+            one more request per server, and Robot allows only so many an hour; use it with O(cache).
+        type: bool
+        default: false
 """

@@ -24,9 +24,14 @@ description:
   - 'Groups: C(hetzner) (every host), C(hetzner_cloud), C(hetzner_robot), one per location (C(hetzner_fsn1)),
     and C(nixos): every host with a C(nixos_configuration), from the label or from O(compose). The
     C(ansinix.nixos.site) playbook deploys the C(nixos) group.'
-  - 'Names: a host is named like its server. Cloud names are unique in a project and are kept. A Robot server
-    whose name is already taken (by a Cloud server, or by a Robot server with a lower number) is named
-    C(NAME_robotNUMBER), and a Robot server without a name C(robotNUMBER); a warning lists every renamed server.'
+  - 'Names: a host is named like its server when that name is a host name (RFC 1123: letters, digits and C(-) in
+    dot-separated labels of at most 63 characters, 253 in all; case is kept, and ignored when names are compared).
+    Any other name, and C(localhost), C(all) and C(ungrouped), gives C(cloudID) or C(robotNUMBER) and a warning.'
+  - 'A name that several servers carry (a Cloud and a Robot server, or two Robot servers) goes to none of them: each
+    is named C(NAME_cloudID) or C(NAME_robotNUMBER), and a warning says so. C(host_vars/NAME) then applies to no host,
+    so one account''s naming never decides which machine receives variables and keys meant for another.'
+  - API data never becomes a template, a shell word or an option of ssh. A label value Hetzner would not accept gives
+    no C(nixos_configuration), and a location that is not a name gives no location group; a warning says so.
   - With a warm cache (O(cache)), listing the inventory sends no request at all, and credentials are not even
     rendered. The cache keeps the API objects, never a credential; changing what is asked of the APIs (endpoints,
     O(cloud.label_selector), O(cloud.status), O(robot.rescue_status)) makes the plugin ask again.
@@ -34,6 +39,7 @@ extends_documentation_fragment:
   - ansible.builtin.constructed
   - ansible.builtin.inventory_cache
   - ansinix.nixos.hetzner
+  - ansinix.nixos.hetzner.inventory
 requirements:
   - jmespath (only for O(filter))
 notes:
@@ -55,72 +61,6 @@ options:
     type: str
     required: true
     choices: [ansinix.nixos.hetzner]
-  cloud:
-    description:
-      - List the servers of a Hetzner Cloud project. Leave it out to list no Cloud servers; O(cloud={}) lists
-        them all with the token from C(HCLOUD_TOKEN).
-    type: dict
-    suboptions:
-      token:
-        description:
-          - An API token of the project (Security > API tokens in the Cloud Console; read-only is enough).
-          - Defaults to the environment variable C(HCLOUD_TOKEN).
-        type: str
-      endpoint:
-        description:
-          - The address of the API. Defaults to the environment variable C(HCLOUD_ENDPOINT), else
-            V(https://api.hetzner.cloud/v1).
-        type: str
-      label_selector:
-        description:
-          - Only servers matching this label selector, such as V(nixos) or V(env=prod,nixos). The API applies it.
-        type: str
-      status:
-        description:
-          - Only servers in one of these states, such as V([running]). The API applies it.
-        type: list
-        elements: str
-        choices: [initializing, starting, running, stopping, 'off', deleting, migrating, rebuilding, unknown]
-      locations:
-        description:
-          - Only servers in one of these locations, such as V([fsn1, nbg1]).
-        type: list
-        elements: str
-      server_types:
-        description:
-          - Only servers of one of these types, such as V([cx22, cpx31]).
-        type: list
-        elements: str
-      network:
-        description:
-          - Only servers attached to this private network (its name or id). Their address in it becomes
-            C(hetzner_private_ipv4), and C(ansible_host) with O(connect_with=private_ipv4).
-        type: str
-  robot:
-    description:
-      - List the dedicated servers of a Hetzner Robot account. Leave it out to list none; O(robot={}) takes the
-        credentials from C(HROBOT_API_USER) and C(HROBOT_API_PASSWORD).
-    type: dict
-    suboptions:
-      user:
-        description:
-          - The webservice user, from Robot under Settings > Webservice and app settings (not the Robot login).
-          - Defaults to the environment variable C(HROBOT_API_USER).
-        type: str
-      password:
-        description:
-          - The password of the webservice user. Defaults to the environment variable C(HROBOT_API_PASSWORD).
-        type: str
-      endpoint:
-        description:
-          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
-        type: str
-      rescue_status:
-        description:
-          - Ask for each dedicated server whether its rescue system is enabled, and set C(hetzner_rescue). That is
-            one more request per server, and Robot allows only so many an hour; use it with O(cache).
-        type: bool
-        default: false
   connect_with:
     description:
       - What C(ansible_host) is. V(public_ipv6) is the server's first address in its /64, V(private_ipv4) its
@@ -264,9 +204,37 @@ def robot_location(dc):
     return str(dc or "").partition("-")[0].lower() or None
 
 
-def group_suffix(text):
-    """A location as part of a group name: only letters, digits and underscores."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", str(text))
+def location_group(location):
+    """hetzner_fsn1 for the location fsn1; None for a location that is not a short name of letters, digits and '-'."""
+    if isinstance(location, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}", location):
+        return "hetzner_" + location.lower().replace("-", "_")
+    return None
+
+
+# RFC 1123 host names: labels of letters, digits and '-' (not first or last), 1 to 63 characters, joined by dots,
+# 253 characters in all. Letters of either case are kept as they are; names are compared ignoring case, like DNS.
+HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# Names Ansible gives a meaning of its own: a server named localhost would receive the plays meant for the controller.
+RESERVED_NAMES = ("localhost", "all", "ungrouped")
+# Hetzner's rule for label values: what nixos_configuration may be taken from.
+LABEL_VALUE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+
+
+def is_host_name(name):
+    """Whether an API's server name may be an inventory host name as it is."""
+    if not isinstance(name, str) or not name or len(name) > 253 or name.lower() in RESERVED_NAMES:
+        return False
+    return all(HOST_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def is_label_value(value):
+    return isinstance(value, str) and bool(LABEL_VALUE.fullmatch(value))
+
+
+def shown(text):
+    """An API's string quoted for a message: control characters and non-ASCII escaped, at most 80 characters."""
+    text = str(text)
+    return json.dumps(text[:80] + ("..." if len(text) > 80 else ""))
 
 
 def cloud_hostvars(server, networks, network_id=None):
@@ -326,25 +294,57 @@ def cloud_wanted(hostvars, cloud_cfg, network_id):
     return network_id is None or hostvars["hetzner_private_ipv4"] is not None
 
 
-def host_names(cloud_servers, robot_servers):
-    """[(inventory name, kind, server)] and the Robot servers renamed [(server name, new name)].
+def server_id(kind, server):
+    return server.get("id") if kind == "cloud" else server.get("server_number")
 
-    Cloud servers keep their names (unique in a project). Robot servers, by ascending number, keep theirs
-    unless taken; then they become NAME_robotNUMBER. A Robot server without a name is robotNUMBER.
+
+def host_names(cloud_servers, robot_servers):
+    """[(inventory name, kind, server)], the servers whose name is no host name, and the names several servers carry.
+
+    A server is named like itself when its name is a host name (is_host_name), else cloudID or robotNUMBER. A name that
+    more than one server would get (ignoring case) goes to none of them: each becomes NAME_cloudID or NAME_robotNUMBER,
+    so no server receives host_vars/NAME meant for another. `invalid` is [(kind, id, API name, new name)]; `shared`
+    is [(name, [(kind, id, new name)])].
     """
-    hosts, renamed, taken = [], [], set()
-    for server in cloud_servers:
-        hosts.append((server["name"], "cloud", server))
-        taken.add(server["name"])
-    for server in sorted(robot_servers, key=lambda s: int(s.get("server_number") or 0)):
-        number = server.get("server_number")
-        name = server.get("server_name") or "robot%s" % number
-        if name in taken:
-            renamed.append((name, "%s_robot%s" % (name, number)))
-            name = renamed[-1][1]
-        hosts.append((name, "robot", server))
-        taken.add(name)
-    return hosts, renamed
+    wanted = []
+    invalid = []
+    servers = [("cloud", s) for s in cloud_servers]
+    servers += [("robot", s) for s in sorted(robot_servers, key=lambda s: s["server_number"])]
+    for kind, server in servers:
+        ident = server_id(kind, server)
+        name = server.get("name") if kind == "cloud" else server.get("server_name")
+        if is_host_name(name):
+            wanted.append((name, kind, ident, server))
+            continue
+        fallback = "%s%d" % (kind, ident)
+        if name or kind == "cloud":  # a Robot server without a name is robotNUMBER, as documented
+            invalid.append((kind, ident, name, fallback))
+        wanted.append((fallback, kind, ident, server))
+    holders = {}
+    for name, kind, ident, _server in wanted:
+        holders.setdefault(name.lower(), []).append(name)
+    hosts, shared = [], {}
+    for name, kind, ident, server in wanted:
+        if len(holders[name.lower()]) > 1:
+            # The underscore makes it no host name: it cannot be the name of another server.
+            new = "%s_%s%d" % (name, kind, ident)
+            shared.setdefault(name.lower(), (name, []))[1].append((kind, ident, new))
+            name = new
+        hosts.append((name, kind, server))
+    return hosts, invalid, sorted(shared.values())
+
+
+def invalid_name_warning(kind, ident, name, new):
+    where = "in the Cloud Console" if kind == "cloud" else "in Robot (Server, the server's name)"
+    return ("Hetzner %s server %d is named %s, which is not a host name (letters, digits and '-' in dot-separated labels of "
+            "at most 63 characters): it is listed as %s. Rename it %s to use its name"
+            % ("Cloud" if kind == "cloud" else "Robot", ident, shown(name) if name else "nothing", new, where))
+
+
+def shared_name_warning(name, holders):
+    listed = " and ".join("%s server %d as %s" % ("Cloud" if kind == "cloud" else "Robot", ident, new) for kind, ident, new in holders)
+    return ("Hetzner servers share the name %s: %s, so host_vars/%s applies to none of them. Rename all but one of them, "
+            "or move the variables to host_vars/%s" % (name, listed, name, holders[0][2]))
 
 
 def connection_address(hostvars, connect_with):
@@ -352,7 +352,8 @@ def connection_address(hostvars, connect_with):
         "public_ipv4": hostvars["hetzner_ipv4"],
         "public_ipv6": hostvars["hetzner_ipv6"],
         "private_ipv4": hostvars["hetzner_private_ipv4"],
-        "name": hostvars["hetzner_name"],
+        # Only a name that is a host name reaches ssh: "-oProxyCommand=..." would be an option.
+        "name": hostvars["hetzner_name"] if is_host_name(hostvars["hetzner_name"]) else None,
     }[connect_with]
 
 
@@ -514,6 +515,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     data["networks"] = cloud.networks()
             if robot:
                 data["robot"] = robot.servers()
+                self._check_ids(data)
                 if robot_cfg.get("rescue_status"):
                     for server in data["robot"]:
                         number = server.get("server_number")
@@ -521,15 +523,20 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                         data["rescue"][str(number)] = bool(robot.rescue(number).get("active"))
         except HetznerError as exc:
             raise AnsibleParserError(exc.msg) from None
-        for kind, what in (("cloud", "Hetzner Cloud"), ("robot", "Hetzner Robot")):
-            for server in data[kind]:
-                key = "name" if kind == "cloud" else "server_number"
-                if not isinstance(server, dict) or not server.get(key):
-                    raise AnsibleParserError("%s listed a server without a %s (%s); is %s.endpoint the API's address?"
-                                             % (what, key, json.dumps(server)[:80], kind))
         return data
 
     # -- hosts and groups ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_ids(data):
+        """Every server has a numeric id: it names the host when the server's name cannot (cached data too)."""
+        for kind, what in (("cloud", "Hetzner Cloud"), ("robot", "Hetzner Robot")):
+            key = "id" if kind == "cloud" else "server_number"
+            for server in data.get(kind) or []:
+                ident = server.get(key) if isinstance(server, dict) else None
+                if not isinstance(ident, int) or isinstance(ident, bool) or ident < 1:
+                    raise AnsibleParserError("%s listed a server without a numeric %s (%s); is %s.endpoint the API's address?"
+                                             % (what, key, json.dumps(server)[:80], kind))
 
     def _keep(self, server):
         if self._filter is None:
@@ -537,7 +544,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         try:
             return bool(self._filter.search(server))
         except jmespath.exceptions.JMESPathError as exc:
-            which = server.get("name") or "Robot server %s" % server.get("server_number")
+            if is_host_name(server.get("name")):
+                which = server["name"]
+            elif "server_number" in server:
+                which = "Robot server %s" % server["server_number"]
+            else:
+                which = "Cloud server %s" % server.get("id")
             raise AnsibleParserError("filter %r failed on %s: %s" % (self.get_option("filter"), which, first_line(exc))) from None
 
     def _network_id(self, wanted, networks):
@@ -550,6 +562,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return match[0].get("id")
 
     def _populate(self, data, cloud_cfg):
+        self._check_ids(data)
         networks = dict((n.get("id"), n) for n in data.get("networks") or [] if isinstance(n, dict))
         network_id = self._network_id(cloud_cfg.get("network"), networks)
         cloud, cloud_vars = [], {}
@@ -558,32 +571,41 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if not (cloud_wanted(hostvars, cloud_cfg, network_id) and self._keep(server)):
                 continue
             cloud.append(server)
-            cloud_vars[server["name"]] = hostvars
+            cloud_vars[server["id"]] = hostvars
         robot = [server for server in data.get("robot") or [] if self._keep(server)]
-        hosts, renamed = host_names(cloud, robot)
-        if renamed:
-            self.display.warning("Hetzner servers renamed because their name was taken (see the plugin's documentation): %s"
-                                 % ", ".join("%s -> %s" % pair for pair in renamed))
+        hosts, invalid, shared = host_names(cloud, robot)
+        for entry in invalid:
+            self.display.warning(invalid_name_warning(*entry))
+        for name, holders in shared:
+            self.display.warning(shared_name_warning(name, holders))
         rescue = data.get("rescue") or {}
-        no_address = []
+        no_address, no_group = [], []
         for name, kind, server in hosts:
             if kind == "cloud":
-                hostvars = cloud_vars[name]
+                hostvars = cloud_vars[server["id"]]
             else:
                 hostvars = robot_hostvars(server, rescue.get(str(server.get("server_number"))))
-            if not self._add_host(name, hostvars):
+            address, grouped = self._add_host(name, hostvars)
+            if not address:
                 no_address.append(name)
-        if no_address:
-            self.display.warning("%d Hetzner server(s) have no %s address and get no ansible_host (choose another connect_with, "
-                                 "or set ansible_host with compose): %s"
-                                 % (len(no_address), self.get_option("connect_with"), ", ".join(no_address[:20])
-                                    + (" ..." if len(no_address) > 20 else "")))
+            if not grouped:
+                no_group.append(name)
+        for hosts_, message in ((no_address, "have no %s address and get no ansible_host (choose another connect_with, "
+                                             "or set ansible_host with compose)" % self.get_option("connect_with")),
+                                (no_group, "have a location that is not a location name and are in no location group")):
+            if hosts_:
+                self.display.warning("%d Hetzner server(s) %s: %s" % (len(hosts_), message, ", ".join(hosts_[:20])
+                                                                       + (" ..." if len(hosts_) > 20 else "")))
 
     def _add_host(self, name, hostvars):
-        """Adds the host with its variables and groups; False when it has no address to connect to."""
+        """Adds the host with its variables and groups: (whether it has an address, whether its location made a group)."""
         label = self.get_option("nixos_label")
-        if label and hostvars["hetzner_labels"].get(label):
-            hostvars["nixos_configuration"] = hostvars["hetzner_labels"][label]
+        configuration = hostvars["hetzner_labels"].get(label) if label else None
+        if configuration and is_label_value(configuration):
+            hostvars["nixos_configuration"] = configuration
+        elif configuration:
+            self.display.warning("Hetzner Cloud server %s: its label %s=%s is not a label value Hetzner allows, so it names no "
+                                 "NixOS configuration" % (name, label, shown(configuration)))
         address = connection_address(hostvars, self.get_option("connect_with"))
         if address:
             hostvars["ansible_host"] = address
@@ -593,8 +615,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         inventory = self.inventory
         inventory.add_group("hetzner")
         inventory.add_host(name, group="hetzner")
-        for group in ("hetzner_" + hostvars["hetzner_kind"],
-                      "hetzner_" + group_suffix(hostvars["hetzner_location"]) if hostvars["hetzner_location"] else None):
+        location = location_group(hostvars["hetzner_location"])
+        for group in ("hetzner_" + hostvars["hetzner_kind"], location):
             if group:
                 inventory.add_group(group)
                 inventory.add_child(group, name)
@@ -613,4 +635,4 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if inventory.get_host(name).vars.get("nixos_configuration"):
             inventory.add_group("nixos")
             inventory.add_child("nixos", name)
-        return bool(address)
+        return bool(address), bool(location or not hostvars["hetzner_location"])

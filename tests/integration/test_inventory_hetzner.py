@@ -20,7 +20,9 @@ from ansinix_test.fakehetzner import CLOUD_TOKEN, ROBOT_PASSWORD, ROBOT_USER, Fa
 WRONG_TOKEN = "wrong-token-value-xyz"
 WRONG_PASSWORD = "wrong-password-value-xyz"
 SECRETS = (CLOUD_TOKEN, ROBOT_PASSWORD, WRONG_TOKEN, WRONG_PASSWORD)
-RENAMED = "[WARNING]: Hetzner servers renamed because their name was taken (see the plugin's documentation): cloud005 -> cloud005_robot322"
+SHARED = ("[WARNING]: Hetzner servers share the name cloud005: Cloud server 1005 as cloud005_cloud1005 and Robot server 322 as "
+          "cloud005_robot322, so host_vars/cloud005 applies to none of them. Rename all but one of them, or move the variables to "
+          "host_vars/cloud005_cloud1005")
 NO_IPV4 = ("[WARNING]: 1 Hetzner server(s) have no public_ipv4 address and get no ansible_host (choose another connect_with, "
            "or set ansible_host with compose): cloud119")
 
@@ -70,7 +72,8 @@ def warnings_of(proc):
 
 def listed(proc, expected_warnings=()):
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(warnings_of(proc)) == sorted(expected_warnings), proc.stderr
+    if expected_warnings is not None:
+        assert sorted(warnings_of(proc)) == sorted(expected_warnings), proc.stderr
     return plain(json.loads(proc.stdout))
 
 
@@ -102,7 +105,7 @@ def test_cloud_and_robot_hosts_groups_and_vars(api, tmp_path):
         robot:
           endpoint: %s
           rescue_status: true
-        """ % (api.cloud_url, api.robot_url)), [RENAMED, NO_IPV4])
+        """ % (api.cloud_url, api.robot_url)), [SHARED, NO_IPV4])
     hostvars = data["_meta"]["hostvars"]
     assert len(hostvars) == 122
     assert len(hosts_of(data, "hetzner_cloud")) == 120 and hosts_of(data, "hetzner_robot") == ["cloud005_robot322", "dedi1"]
@@ -126,7 +129,9 @@ def test_cloud_and_robot_hosts_groups_and_vars(api, tmp_path):
         "hetzner_ipv4": "198.51.100.72", "hetzner_ipv6": "2001:db8:ff41::1", "hetzner_ipv6_network": "2001:db8:ff41::/64",
         "hetzner_private_ipv4": None, "hetzner_private_networks": {}, "hetzner_image": None, "hetzner_rescue": True,
     }
-    assert hostvars["cloud005_robot322"]["hetzner_rescue"] is False and hostvars["cloud005"]["hetzner_kind"] == "cloud"
+    # The name of a Cloud and a Robot server goes to neither: host_vars/cloud005 reaches no machine by accident.
+    assert "cloud005" not in hostvars and hostvars["cloud005_cloud1005"]["hetzner_kind"] == "cloud"
+    assert hostvars["cloud005_robot322"]["hetzner_rescue"] is False and hostvars["cloud005_robot322"]["hetzner_kind"] == "robot"
     assert hostvars["cloud118"]["hetzner_private_networks"] == {"backend": "10.0.0.5"}
     assert hostvars["cloud118"]["hetzner_private_ipv4"] == "10.0.0.5"
     assert "ansible_host" not in hostvars["cloud119"] and hostvars["cloud119"]["hetzner_ipv4"] is None
@@ -134,8 +139,8 @@ def test_cloud_and_robot_hosts_groups_and_vars(api, tmp_path):
     assert "nixos_configuration" not in hostvars["cloud002"]
     # The fake places server i in fsn1, nbg1 or hel1 by i % 3; the last two Cloud servers are in hel1.
     assert hosts_of(data, "hetzner_fsn1") == sorted(["cloud%03d" % i for i in range(118) if i % 3 == 0] + ["dedi1"])
-    assert hosts_of(data, "hetzner_hel1") == sorted(["cloud%03d" % i for i in range(118) if i % 3 == 2]
-                                                    + ["cloud118", "cloud119", "cloud005_robot322"])
+    assert hosts_of(data, "hetzner_hel1") == sorted(["cloud%03d" % i for i in range(118) if i % 3 == 2 and i != 5]
+                                                    + ["cloud118", "cloud119", "cloud005_cloud1005", "cloud005_robot322"])
 
 
 def test_graph_of_a_nixos_fleet(api, tmp_path):
@@ -258,17 +263,95 @@ def test_documented_filters(api, tmp_path):
 
 def test_api_data_is_never_evaluated_as_a_template(api, tmp_path):
     api.robot.servers[0]["product"] = "{{ 6 * 7 }}"
-    api.cloud.servers[0]["labels"]["nixos"] = "{{ lookup('ansible.builtin.env', 'HOME') }}"
+    api.cloud.servers[0]["labels"]["env"] = "{{ lookup('ansible.builtin.env', 'HOME') }}"
     (tmp_path / "test.hetzner.yml").write_text("plugin: ansinix.nixos.hetzner\ncloud: {endpoint: %s, label_selector: env}\n"
                                                "robot: {endpoint: %s}\n" % (api.cloud_url, api.robot_url))
     proc = subprocess.run(["ansible", "dedi1:cloud000", "-i", "test.hetzner.yml", "-m", "ansible.builtin.debug", "-a",
-                           "msg={{ [hetzner_type, nixos_configuration | default('')] }}"],
+                           "msg={{ [hetzner_type, hetzner_labels.env | default('')] }}"],
                           env=harness.ansible_env(extra={"HCLOUD_TOKEN": CLOUD_TOKEN, "HROBOT_API_USER": ROBOT_USER,
                                                          "HROBOT_API_PASSWORD": ROBOT_PASSWORD}),
                           capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert '"{{ 6 * 7 }}",' in proc.stdout and "\"{{ lookup('ansible.builtin.env', 'HOME') }}\"" in proc.stdout, proc.stdout
     assert "42" not in proc.stdout
+
+
+def test_a_name_that_is_no_host_name_is_never_run_and_gets_a_fallback(api, tmp_path):
+    """Server names, locations and labels that are templates: no command runs, the hosts get plain names."""
+    ran = tmp_path / "ran"
+    api.robot.servers[0]["server_name"] = "{{ lookup('pipe', 'id > %s-robot') }}" % ran
+    api.robot.servers[0]["dc"] = "{{ lookup('pipe', 'id > %s-dc') }}-DC1" % ran
+    api.cloud.servers[0]["name"] = "{{ lookup('pipe', 'id > %s-cloud') }}" % ran
+    api.cloud.servers[1]["name"] = "-oProxyCommand=id>%s-ssh" % ran
+    api.cloud.servers[2]["labels"]["nixos"] = "$(id>%s-label)" % ran
+    (tmp_path / "test.hetzner.yml").write_text("plugin: ansinix.nixos.hetzner\ncloud: {endpoint: %s, label_selector: env}\n"
+                                               "robot: {endpoint: %s}\nconnect_with: name\n" % (api.cloud_url, api.robot_url))
+    api.cloud.servers[2]["labels"]["env"] = "dev"
+    (tmp_path / "play.yml").write_text(textwrap.dedent("""\
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - ansible.builtin.debug:
+                msg: "{{ inventory_hostname }} {{ hetzner_name }} {{ group_names }} {{ ansible_host | default('') }}"
+        """))
+    proc = subprocess.run(["ansible-playbook", "-i", "test.hetzner.yml", "play.yml"],
+                          env=harness.ansible_env(extra={"HCLOUD_TOKEN": CLOUD_TOKEN, "HROBOT_API_USER": ROBOT_USER,
+                                                         "HROBOT_API_PASSWORD": ROBOT_PASSWORD}),
+                          capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("ran")) == []
+    hosts = sorted(re.findall(r"^ok: \[(.*?)\]", proc.stdout, re.M))
+    assert hosts == ["cloud002", "cloud005", "cloud1000", "cloud1001", "robot321"], proc.stdout
+    stderr = " ".join(proc.stderr.split())
+    # The name is shown quoted, and cut at 80 characters.
+    assert re.search(r"\[WARNING\]: Hetzner Robot server 321 is named \"\{\{ lookup\('pipe', 'id > [^\"]{40,}\.\.\.\", which is not a "
+                     r"host name \(letters, digits and '-' in dot-separated labels of at most 63 characters\): it is listed as robot321\. "
+                     r"Rename it in Robot \(Server, the server's name\) to use its name", stderr), stderr
+    assert "Hetzner Cloud server 1000 is named" in stderr and "it is listed as cloud1000. Rename it in the Cloud Console" in stderr
+    assert "Hetzner Cloud server 1001 is named \"-oProxyCommand=id>" in stderr
+    assert "1 Hetzner server(s) have a location that is not a location name and are in no location group: robot321" in stderr
+    assert "Hetzner Cloud server cloud002: its label nixos=\"$(id>" in stderr
+    # connect_with: name gives no ansible_host for a name that is no host name; the location made no group.
+    data = listed(run_inventory(tmp_path, (tmp_path / "test.hetzner.yml").read_text()), None)
+    hostvars = data["_meta"]["hostvars"]
+    assert "ansible_host" not in hostvars["cloud1001"] and hostvars["cloud005"]["ansible_host"] == "cloud005"
+    assert hostvars["cloud1001"]["hetzner_name"] == "-oProxyCommand=id>%s-ssh" % ran
+    assert "nixos_configuration" not in hostvars["cloud002"] and hosts_of(data, "nixos") == ["cloud1000", "cloud1001"]
+    assert [group for group in data if "lookup" in group or "{" in group] == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("ran")) == []
+
+
+def test_a_name_two_servers_carry_goes_to_neither_and_neither_gets_its_host_vars(api, tmp_path):
+    api.cloud.servers[0]["name"] = "web1"
+    api.robot.servers[0]["server_name"] = "web1"
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "web1.yml").write_text("deploy_secret: meant-for-one-machine\n")
+    data = listed(run_inventory(tmp_path, """
+        plugin: ansinix.nixos.hetzner
+        cloud: {endpoint: %s, label_selector: env}
+        robot: {endpoint: %s}
+        """ % (api.cloud_url, api.robot_url)), [
+        "[WARNING]: Hetzner servers share the name web1: Cloud server 1000 as web1_cloud1000 and Robot server 321 as "
+        "web1_robot321, so host_vars/web1 applies to none of them. Rename all but one of them, or move the variables to "
+        "host_vars/web1_cloud1000"])
+    hostvars = data["_meta"]["hostvars"]
+    assert sorted(hostvars) == ["cloud001", "cloud005", "web1_cloud1000", "web1_robot321"]
+    assert [name for name, variables in hostvars.items() if "deploy_secret" in variables] == []
+
+
+def test_pagination_that_does_not_end_stops_with_a_clear_line(api, tmp_path):
+    api.cloud.claimed_pages = 1500  # more than the client's bound of 1000
+    proc = run_inventory(tmp_path, "plugin: ansinix.nixos.hetzner\ncloud: {endpoint: %s}\n" % api.cloud_url)
+    assert plugin_error(proc) == ("Hetzner Cloud answered GET /servers with 1000 pages and still names a next page; stopped there. "
+                                  "Is cloud.endpoint (%s) the API's address?" % api.cloud_url)
+    assert api.count("/v1/servers") == 1000
+
+
+def test_an_answer_too_long_is_not_read(api, tmp_path):
+    api.fail("/robot/server", 200, b"[" + b" " * (17 * 1024 * 1024) + b"]")
+    proc = run_inventory(tmp_path, "plugin: ansinix.nixos.hetzner\nrobot: {endpoint: %s}\n" % api.robot_url)
+    assert plugin_error(proc) == ("Hetzner Robot answered GET /server with more than 16 MiB; is robot.endpoint (%s) the API's "
+                                  "address?" % api.robot_url)
 
 
 def with_fake_endpoints(text, api, cache_dir):
@@ -345,7 +428,7 @@ def test_rate_limits_server_errors_and_timeouts_are_waited_out(api, tmp_path):
         cloud: {endpoint: %s}
         robot: {endpoint: %s, rescue_status: true}
         timeout: 2
-        """ % (api.cloud_url, api.robot_url)), [RENAMED, NO_IPV4])
+        """ % (api.cloud_url, api.robot_url)), [SHARED, NO_IPV4])
     assert len(data["_meta"]["hostvars"]) == 122 and data["_meta"]["hostvars"]["dedi1"]["hetzner_rescue"] is True
 
     def statuses(path):
@@ -382,6 +465,9 @@ BAD = [
     ("unreachable", {}, "cloud: {endpoint: 'http://127.0.0.1:<CLOSED>/v1'}",
      "Hetzner Cloud at http://127.0.0.1:<CLOSED>/v1: GET /servers could not be reached: Connection refused (check cloud.endpoint "
      "and the network)"),
+    ("plain_http", {}, "cloud: {endpoint: 'http://192.0.2.1:1/v1'}\ntimeout: 1\nmax_retries: 0",
+     "cloud.endpoint must be an https URL, such as https://api.hetzner.cloud/v1: plain http would send the credentials "
+     "unencrypted (it is allowed only to a loopback address such as 127.0.0.1)"),
     ("no_sections", {}, "connect_with: public_ipv6",
      "give a cloud: section (Hetzner Cloud), a robot: section (Hetzner Robot), or both"),
     ("unknown_option", {}, "cloud: {endpoint: <CLOUD>}\nconect_with: name",

@@ -2,8 +2,8 @@
 import pytest
 
 from ansible_collections.ansinix.nixos.plugins.inventory.hetzner import (
-    cloud_hostvars, cloud_wanted, connection_address, first_ipv6, first_line, group_suffix, host_names, ipv6_network, robot_hostvars,
-    robot_location,
+    cloud_hostvars, cloud_wanted, connection_address, first_ipv6, first_line, host_names, invalid_name_warning, ipv6_network,
+    is_host_name, is_label_value, location_group, robot_hostvars, robot_location, shared_name_warning,
 )
 from ansinix_test.fakehetzner import CloudState, RobotState
 
@@ -15,7 +15,8 @@ def test_addresses_and_locations():
     assert first_ipv6(None) is None and first_ipv6("not-an-address") is None and first_ipv6("192.0.2.0/24") is None
     assert ipv6_network("2a01:4f8:111:4221::") == "2a01:4f8:111:4221::/64" and ipv6_network("x") is None
     assert robot_location("FSN1-DC14") == "fsn1" and robot_location(None) is None
-    assert group_suffix("eu-central.1") == "eu_central_1"
+    assert location_group("fsn1") == "hetzner_fsn1" and location_group("us-east") == "hetzner_us_east"
+    assert location_group("{{ 7 * 6 }}") is None and location_group("eu.central") is None and location_group(None) is None
 
 
 def test_cloud_server_variables():
@@ -70,16 +71,57 @@ def test_robot_server_variables():
     assert robot_hostvars(server)["hetzner_rescue"] is None  # not asked
 
 
-def test_names_cloud_first_then_robot_by_number():
-    cloud = [{"name": "web"}, {"name": "db"}]
-    robot = [{"server_number": 9, "server_name": "web"}, {"server_number": 3, "server_name": "box"},
+def test_names_that_several_servers_carry_go_to_none_of_them():
+    cloud = [{"id": 1, "name": "web"}, {"id": 2, "name": "db"}]
+    robot = [{"server_number": 9, "server_name": "WEB"}, {"server_number": 3, "server_name": "box"},
              {"server_number": 5, "server_name": "box"}, {"server_number": 7, "server_name": ""}]
-    hosts, renamed = host_names(cloud, robot)
+    hosts, invalid, shared = host_names(cloud, robot)
     assert [(name, kind) for name, kind, _server in hosts] == [
-        ("web", "cloud"), ("db", "cloud"), ("box", "robot"), ("box_robot5", "robot"), ("robot7", "robot"), ("web_robot9", "robot")]
-    assert renamed == [("box", "box_robot5"), ("web", "web_robot9")]
+        ("web_cloud1", "cloud"), ("db", "cloud"), ("box_robot3", "robot"), ("box_robot5", "robot"), ("robot7", "robot"),
+        ("WEB_robot9", "robot")]
+    assert invalid == []  # a Robot server without a name is robotNUMBER, as documented
+    assert shared == [("box", [("robot", 3, "box_robot3"), ("robot", 5, "box_robot5")]),
+                      ("web", [("cloud", 1, "web_cloud1"), ("robot", 9, "WEB_robot9")])]
     # The same answer in another order gives the same names.
-    assert host_names(cloud, list(reversed(robot))) == (hosts, renamed)
+    assert host_names(cloud, list(reversed(robot))) == (hosts, invalid, shared)
+    assert shared_name_warning(*shared[1]) == (
+        "Hetzner servers share the name web: Cloud server 1 as web_cloud1 and Robot server 9 as WEB_robot9, so host_vars/web "
+        "applies to none of them. Rename all but one of them, or move the variables to host_vars/web_cloud1")
+
+
+@pytest.mark.parametrize("name", ["web1", "Web1", "web-1.example.org", "a" * 63, ".".join(["a" * 63] * 3) + "." + "b" * 61, "123"])
+def test_host_names(name):
+    assert is_host_name(name)
+
+
+@pytest.mark.parametrize("name", ["", None, 17, "-web", "web-", "web_1", "a" * 64, ".".join(["a" * 63] * 4), "web..1", "web.",
+                                  "web 1", "web1\n", "{{ lookup('pipe', 'id > /tmp/x') }}", "-oProxyCommand=x", "w\u00e9b",
+                                  "localhost", "LocalHost", "all", "ungrouped"])
+def test_not_host_names(name):
+    assert not is_host_name(name)
+
+
+def test_a_name_that_is_no_host_name_gives_the_fallback_and_says_how_to_rename():
+    hostile = "{{ lookup('pipe', 'id > /tmp/x') }}"
+    cloud = [{"id": 1000, "name": "robot456"}, {"id": 1001, "name": "\x1b[31mred"}]
+    robot = [{"server_number": 456, "server_name": hostile}, {"server_number": 457, "server_name": "localhost"}]
+    hosts, invalid, shared = host_names(cloud, robot)
+    # robot456 is a Cloud server's name and the fallback of another server: neither gets it.
+    assert [name for name, _kind, _server in hosts] == ["robot456_cloud1000", "cloud1001", "robot456_robot456", "robot457"]
+    assert invalid == [("cloud", 1001, "\x1b[31mred", "cloud1001"), ("robot", 456, hostile, "robot456"),
+                       ("robot", 457, "localhost", "robot457")]
+    assert shared == [("robot456", [("cloud", 1000, "robot456_cloud1000"), ("robot", 456, "robot456_robot456")])]
+    assert invalid_name_warning(*invalid[1]) == (
+        "Hetzner Robot server 456 is named \"{{ lookup('pipe', 'id > /tmp/x') }}\", which is not a host name (letters, digits "
+        "and '-' in dot-separated labels of at most 63 characters): it is listed as robot456. Rename it in Robot (Server, "
+        "the server's name) to use its name")
+    assert "\x1b" not in invalid_name_warning(*invalid[0]) and '"\\u001b[31mred"' in invalid_name_warning(*invalid[0])
+
+
+def test_label_values():
+    assert is_label_value("web") and is_label_value("web-1.prod_2") and is_label_value("W")
+    for value in ("", "-web", "web ", "$(id)", "a;b", "{{ x }}", "a" * 64, None):
+        assert not is_label_value(value)
 
 
 @pytest.mark.parametrize("connect_with,expected", [
@@ -88,6 +130,11 @@ def test_names_cloud_first_then_robot_by_number():
 def test_connection_address(connect_with, expected):
     hostvars = {"hetzner_ipv4": "192.0.2.1", "hetzner_ipv6": "2001:db8::1", "hetzner_private_ipv4": "10.0.0.5", "hetzner_name": "web1"}
     assert connection_address(hostvars, connect_with) == expected
+
+
+def test_a_name_that_is_no_host_name_is_no_address():
+    hostvars = {"hetzner_ipv4": None, "hetzner_ipv6": None, "hetzner_private_ipv4": None, "hetzner_name": "-oProxyCommand=touch /tmp/x"}
+    assert connection_address(hostvars, "name") is None
 
 
 def test_first_line_of_errors():
