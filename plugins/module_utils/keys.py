@@ -23,8 +23,9 @@ NIX_STORE = "/nix/store"
 # Lists, per directory, the keys this module wrote there: prune removes only those.
 MANIFEST = ".ansinix-keys.json"
 TEMP_PREFIX = ".ansinix-key-"
-NAME_RE = re.compile(r"^[A-Za-z0-9_@+=-][A-Za-z0-9_.@+=-]*$")
-MODE_RE = re.compile(r"^0?[0-7]{3}$")
+# \Z, not $: `$` also matches before a final newline ("db\n" would become a file name).
+NAME_RE = re.compile(r"^[A-Za-z0-9_@+=-][A-Za-z0-9_.@+=-]*\Z")
+MODE_RE = re.compile(r"^0?[0-7]{3}\Z")
 KEY_OPTIONS = ("content", "src", "command")
 SETTINGS = ("user", "group", "permissions", "dest_dir", "defer_owner")
 

@@ -42,7 +42,7 @@ def test_bad_modes(value):
     assert "key 'k': permissions" in err.value.msg
 
 
-@pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", "", ".", "..", None, 3])
+@pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", "", ".", "..", None, 3, "db\n"])
 def test_bad_names(name):
     with pytest.raises(KeysError):
         check_name(name)
