@@ -297,10 +297,11 @@ def test_a_become_method_that_cannot_pipeline_is_refused_before_anything_is_writ
 
 
 def test_a_dest_dir_under_a_directory_others_control_is_refused(host, run_playbook):
-    """A user who owns /srv/app could rename /srv/app/keys away and put a directory of their own there."""
-    host.run("mkdir -p /srv/app/keys /srv/open/keys && chown deploy /srv/app && chmod 0777 /srv/open")
-    for parent, why in (("/srv/app", "is owned by uid %s (mode 0755)" % host.run("id -u deploy").stdout.strip()),
-                        ("/srv/open", "is writable by other users (mode 0777)")):
+    """A user who owns /run/app could rename /run/app/keys away and put a directory of their own there."""
+    # Under the host's own /run (a tmpfs of its own), not a directory of this machine.
+    host.run("mkdir -m 0755 -p /run/app/keys /run/open/keys && chown deploy /run/app && chmod 0777 /run/open")
+    for parent, why in (("/run/app", "is owned by uid %s (mode 0755)" % host.run("id -u deploy").stdout.strip()),
+                        ("/run/open", "is writable by other users (mode 0777)")):
         for extra in ([], ["--check"]):
             run = run_playbook(keys_play('x: {content: "%s"}' % SECRET, "dest_dir: %s/keys" % parent), args=extra)
             assert run.rc != 0
@@ -308,6 +309,7 @@ def test_a_dest_dir_under_a_directory_others_control_is_refused(host, run_playbo
                 "dest_dir %s/keys is under %s, which %s, who could swap it for a directory of their own; use a directory "
                 "whose parents only root may write to, such as /run/keys" % (parent, parent, why))
             assert host.run("ls -A %s/keys" % parent).stdout == ""
+    host.run("rm -rf /run/app /run/open")
 
 
 def test_check_mode_and_diff_show_metadata_only(host, run_playbook):
