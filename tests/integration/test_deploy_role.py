@@ -50,6 +50,12 @@ def task_results(run, name):
     return [e for e in run.events if e["task"] == name]
 
 
+# The includes of tasks/main.yml that only some hosts run.
+OPTIONAL_PHASES = ("Send the source and build on the host itself", "Keys before the switch",
+                   "Keys for owners the new system created", "Health checks, and a rollback if one fails",
+                   "Reboot when asked, or when the new kernel, initrd or modules need it")
+
+
 def test_fleet_deploy_then_rerun_changes_nothing(fleet, run_playbook):
     hosts, args = fleet
     keys = {"nixos_keys": {"api-token": {"content": "role-secret", "permissions": "0400"}}}
@@ -72,7 +78,7 @@ def test_fleet_deploy_then_rerun_changes_nothing(fleet, run_playbook):
     assert again.rc == 0, str(again)
     assert again.changed() == {"web1": 0, "web2": 0, "mon": 0}
     assert all(h.generation() == 2 for h in hosts.values())
-    # With nothing after the switch the role ends itself early (meta: end_role); the play goes on after it.
+    # A host with no keys, checks or reboot skips each of those phases in one step; the play goes on after the role.
     play = """
 - name: The role, then a task of the play
   hosts: all
@@ -86,10 +92,9 @@ def test_fleet_deploy_then_rerun_changes_nothing(fleet, run_playbook):
 """
     after = run_playbook(play, args=args)
     assert after.rc == 0, str(after)
-    # Not even skipped: the include is never reached, and no task of the role is skipped on any host (each
-    # skipped task would have cost a round over all of them).
-    assert not task_results(after, "Keys or a build on the host and then the switch; keys for new owners, health checks, reboot")
-    assert [(e["task"], e["host"]) for e in after.events if e["status"] == "skipped"] == []
+    skipped = {e["task"] for e in after.events if e["status"] == "skipped"}
+    assert skipped == set(OPTIONAL_PHASES), skipped
+    assert all(len(task_results(after, phase)) == 3 for phase in OPTIONAL_PHASES)  # once per host, not per task
     assert all(r["changed"] is False for r in after.results("Switch to the new system").values())
     assert {e["host"]: e["result"]["stdout"] for e in task_results(after, "After the role")} == {
         name: h.readlink("/run/current-system") for name, h in hosts.items()}
@@ -135,11 +140,25 @@ def test_failing_health_check_rolls_back(fleet, run_playbook):
     assert run.result("Run the command checks on the host", "web1")["results"][0]["attempts"] == 5  # as ansible-core counts retries: 5
     assert hosts["web1"].readlink("/run/current-system") == before
     assert hosts["web1"].default_boot_system() == before
-    # With the service up, both checks pass, and the new system stays.
+    # With the service up, both checks pass, and the new system stays. A key whose owner does not exist (the new
+    # system would create it) is written root-owned before the copy, and offered to its owner after the switch.
     serve_healthz(hosts["web1"])
-    run = run_playbook(SITE, args=args + ["-l", "web1"] + howto("health-checks.yml") + extra_vars(**version))
+    keys = {"nixos_keys": {"grafana-token": {"content": "role-secret", "user": "grafana", "permissions": "0440"}}}
+    run = run_playbook(SITE, args=args + ["-l", "web1"] + howto("health-checks.yml") + extra_vars(**dict(version, **keys)))
     assert run.rc == 0, str(run)
     assert hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-2")
+    st = hosts["web1"].stat("/run/keys/grafana-token")
+    assert (st["user"], st["group"], st["mode"]) == ("root", "root", 0o440)
+    assert hosts["web1"].read_file("/run/keys/grafana-token") == "role-secret"
+    # The phases ran in the order of the deploy, each once.
+    phases = ["Build each configuration once, on the controller or the builder host", "Put the keys in place",
+              "Copy the store paths the host lacks", "Switch to the new system",
+              "Hand the keys to owners the new system created", "Run the command checks on the host",
+              "Request the HTTP checks from the controller"]
+    assert [e["task"] for e in run.events if e["task"] in phases and e["status"] == "ok"] == phases
+    assert run.result("Switch to the new system", "web1")["changed"]
+    assert not task_results(run, "Roll the unhealthy host back to its previous generation")
+    assert [e["status"] for e in task_results(run, "Reboot when asked, or when the new kernel, initrd or modules need it")] == ["skipped"]
     urls = [r["url"] for r in run.result("Request the HTTP checks from the controller", "web1")["results"]]
     assert urls == ["http://%s/healthz" % hosts["web1"].address]
 

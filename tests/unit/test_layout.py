@@ -26,3 +26,44 @@ def test_galaxy_identity():
         galaxy = yaml.safe_load(f)
     assert (galaxy["namespace"], galaxy["name"]) == ("ansinix", "nixos")
     assert galaxy["license"] == ["GPL-3.0-or-later"]
+
+
+def _tasks(role, name):
+    with open(os.path.join(ROOT, "roles", role, "tasks", name), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def test_deploy_role_main_lists_the_phases_in_the_order_of_the_deploy():
+    phases = []
+    for task in _tasks("deploy", "main.yml"):
+        if "ansible.builtin.assert" in task:
+            continue
+        included = task.get("ansible.builtin.include_tasks")
+        if included is not None:
+            # A plain file name, and the phase's tag handed down to the tasks of the file.
+            assert included["apply"]["tags"] == task["tags"], task["name"]
+            included = included["file"]
+        else:
+            included = task["ansible.builtin.import_tasks"]
+        assert "{{" not in included, task["name"]
+        phases.append((included, task["tags"]))
+    assert phases == [("build_once.yml", ["build"]), ("build_target.yml", ["build"]), ("keys.yml", ["keys"]),
+                      ("copy.yml", ["copy"]), ("switch.yml", ["switch"]), ("keys_after.yml", ["keys"]),
+                      ("check.yml", ["check"]), ("reboot.yml", ["reboot"])]
+
+
+def test_deploy_role_switches_in_one_place_and_freezes_no_value():
+    tasks_dir = os.path.join(ROOT, "roles", "deploy", "tasks")
+    switches = []
+    for name in sorted(os.listdir(tasks_dir)):
+        stack = list(_tasks("deploy", name))
+        while stack:
+            task = stack.pop()
+            stack.extend(task.get("block", []) + task.get("rescue", []) + task.get("always", []))
+            assert "ansible.builtin.meta" not in task, (name, task["name"])
+            if "path" in (task.get("ansinix.nixos.nixos_switch") or {}):
+                switches.append(name)
+            # A set_fact of a variable to itself would freeze a lazily computed value: name where it comes from.
+            for var, value in (task.get("ansible.builtin.set_fact") or {}).items():
+                assert value.replace(" ", "") != "{{%s}}" % var, (name, var)
+    assert switches == ["switch.yml"]
