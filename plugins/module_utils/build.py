@@ -431,9 +431,6 @@ def run(module):
     finally:
         builder.close()
     for message in builder.warnings:
-        if hasattr(module, "warn"):
-            module.warn(message)
-        else:  # run without AnsiballZ: the action plugin's result carries them
-            result.setdefault("warnings", []).append(message)
+        module.warn(message)
     return result
 
