@@ -1,8 +1,9 @@
 """The inventory plugin's mapping from API objects to hosts, names and addresses."""
 import pytest
 
-from ansible_collections.ansinix.nixos.plugins.inventory.hetzner import (
-    cloud_hostvars, cloud_wanted, connection_address, first_ipv6, first_line, host_names, invalid_name_warning, ipv6_network,
+from ansible_collections.ansinix.nixos.plugins.inventory.hetzner import first_line
+from ansible_collections.ansinix.nixos.plugins.plugin_utils.hetzner_hosts import (
+    cloud_hostvars, cloud_wanted, connection_address, first_ipv6, host_names, invalid_name_warning, ipv6_network,
     is_host_name, is_label_value, location_group, robot_hostvars, robot_location, shared_name_warning,
 )
 from ansinix_test.fakehetzner import CloudState, RobotState
