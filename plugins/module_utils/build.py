@@ -19,12 +19,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import (
     NIX_ARGUMENT_SPEC, NixError, check_store_path, error_block, error_summary, flat_directory_nar_hash, host_name, nix_for,
 )
+from ansible_collections.ansinix.nixos.plugins.module_utils.nix_source import source_warning
 
 # The module's options: its argument_spec and the rules between them.
 SPEC = dict(
@@ -47,13 +47,6 @@ CONFIGURATION_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # An attribute path as -A takes it: names separated by dots, a name with dots in double quotes.
 ATTR_RE = re.compile(r'^(?:[A-Za-z0-9_\'-]+|"[^"\\$]+")(?:\.(?:[A-Za-z0-9_\'-]+|"[^"\\$]+"))*$')
 FLAKE_HINT = "write a directory, path:DIR, git+file:DIR, git+https://HOST/REPO or github:OWNER/REPO, then #ATTRIBUTE"
-# Ansible's files that must not travel with the Nix files: the source directory is copied whole into the
-# world-readable store (a path: flake) or to the target (a build there). Looked at within these bounds only.
-ANSIBLE_DIRS = ("group_vars", "host_vars")
-INVENTORY_NAMES = ("inventory", "inventory.yml", "inventory.yaml", "inventory.ini", "hosts", "hosts.yml", "hosts.yaml",
-                   "hosts.ini")
-INVENTORY_RE = re.compile(rb"^(?:\[[^\]\s]+\]|\s*(?:hosts|children):)\s*$", re.M)
-SCAN_MAX_FILES, SCAN_MAX_DEPTH = 5000, 6
 
 # Selects `head` below `value`, gives it args, selects `rest` below that, and returns what building
 # needs. Messages name what exists. style "file": the value is a file's, called like nix-build does
@@ -196,61 +189,6 @@ def check_local_flake(ref, what="flake"):
     if not os.path.isfile(os.path.join(directory, "flake.nix")):
         raise NixError("%s directory %s has no flake.nix: point at the directory that holds it, or use file "
                        "for a classic Nix file" % (what, directory))
-
-
-def _source_files(directory, git):
-    """Relative names of the files Nix would take from directory (a git flake: the tracked ones), bounded."""
-    if git:
-        try:
-            proc = subprocess.run(["git", "-C", directory, "ls-files", "-z"], capture_output=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            proc = None
-        if proc is not None and proc.returncode == 0:
-            return [n for n in proc.stdout.decode(errors="replace").split("\0") if n][:SCAN_MAX_FILES]
-    names = []
-    for top, dirs, files in os.walk(directory):
-        rel = os.path.relpath(top, directory)
-        depth = 0 if rel == "." else rel.count(os.sep) + 1
-        dirs[:] = sorted(d for d in dirs if d != ".git") if depth < SCAN_MAX_DEPTH else []
-        names += [n if rel == "." else os.path.join(rel, n) for n in sorted(files)]
-        if len(names) >= SCAN_MAX_FILES:
-            return names[:SCAN_MAX_FILES]
-    return names
-
-
-def _starts_with(path, pattern, size):
-    try:
-        with open(path, "rb") as f:
-            head = f.read(size)
-    except OSError:
-        return False
-    return bool(pattern.search(head)) if hasattr(pattern, "search") else head.startswith(pattern)
-
-
-def ansible_files_in(directory, git=False):
-    """What in a Nix source directory belongs to Ansible: vault files, inventories, group_vars/ and host_vars/."""
-    found = []
-    for name in _source_files(directory, git):
-        parts = name.split("/")
-        shown = next(("/".join(parts[:i + 1]) + "/" for i, p in enumerate(parts[:-1]) if p in ANSIBLE_DIRS), None)
-        path = os.path.join(directory, name)
-        if _starts_with(path, b"$ANSIBLE_VAULT;", 15):
-            found.append(name + " (vault)")
-        elif parts[-1] in INVENTORY_NAMES and _starts_with(path, INVENTORY_RE, 65536):
-            found.append(name + " (inventory)")
-        elif shown and shown not in found:
-            found.append(shown)
-    return sorted(found)
-
-
-def source_warning(directory, what, git=False):
-    """One warning naming the Ansible files in the directory Nix builds from, or None."""
-    found = ansible_files_in(directory, git)
-    if not found:
-        return None
-    return ("%s %s holds Ansible files: %s. Nix copies the directory into the Nix store, which every user can read, and a "
-            "build on the target sends it to every host: move the Nix files into a directory of their own (say nix/) and "
-            "point nixos_flake or nixos_file there" % (what, directory, ", ".join(found[:10]) + (", ..." if len(found) > 10 else "")))
 
 
 def flake_parts(attr):

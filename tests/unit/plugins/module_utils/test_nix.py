@@ -12,9 +12,10 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.nix import (
 from ansible_collections.ansinix.nixos.plugins.module_utils.nixos import closure_diff, format_closure_diff, parse_units
 from ansible_collections.ansinix.nixos.plugins.module_utils.copy_closure import batches, choose_method, ssh_options
 from ansible_collections.ansinix.nixos.plugins.module_utils.build import (
-    SCAN_MAX_DEPTH, ansible_files_in, attr_components, attribute, check_local_flake, default_gcroot_dir, default_out_link,
-    flake_parts, flake_reference, nix_string, root_label, source_warning,
+    attr_components, attribute, check_local_flake, default_gcroot_dir, default_out_link, flake_parts, flake_reference,
+    nix_string, root_label,
 )
+from ansible_collections.ansinix.nixos.plugins.module_utils.nix_source import SCAN_MAX_DEPTH, ansible_files_in, source_warning
 
 GOOD = "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-24.05"
 
@@ -345,7 +346,7 @@ def test_local_flakes_are_checked_before_nix_runs(tmp_path):
     assert flake_reference("~/fleet") == "path:" + os.path.expanduser("~/fleet")
 
 
-# -- build.py: Ansible's files next to the Nix files ----------------------------------------------------------
+# -- nix_source.py: Ansible's files next to the Nix files ----------------------------------------------------------
 
 VAULT = "$ANSIBLE_VAULT;1.1;AES256\n6162630a\n"
 
