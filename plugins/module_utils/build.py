@@ -371,4 +371,3 @@ def run(module):
     for message in builder.warnings:
         module.warn(message)
     return result
-
