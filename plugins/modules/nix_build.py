@@ -43,6 +43,9 @@ options:
         V(/srv/fleet) (with O(nixos_configuration) or O(attr)) or V(github:me/fleet).
       - A local directory (absolute, or starting with C(./) or C(~)) is read as C(path:DIR), so it needs neither git
         nor a commit, and every file in it counts, tracked or not. Write C(git+file:DIR) to get git's view instead.
+      - Nix copies that directory into the store, which every user can read. The task warns when it holds Ansible's
+        files (vault-encrypted files, an inventory, C(group_vars/) or C(host_vars/)); keep the Nix files in a
+        directory of their own.
       - The flake's lock file is never written.
       - Mutually exclusive with O(file).
     type: str
