@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Module side of an activation: the host's deploy lock, starting the detached runner, waiting on it.
 
 The runner (activation_runner.py) does everything that changes the host: setting the profile, the

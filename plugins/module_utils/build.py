@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Evaluating and building a Nix expression for ansinix.nixos.nix_build.
 
 One evaluation answers everything (drvPath, outPath, output name) through a small Nix shim that

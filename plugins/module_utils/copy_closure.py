@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Pieces of ansinix.nixos.nix_copy_closure that need no connection.
 
 Arguments, the choice of method, ssh command lines, and the client side of Nix's serve protocol

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """A declarative disk layout for installing NixOS: GPT partitions, an ESP or a BIOS boot partition,
 RAID1 (mdadm, or btrfs's own), file systems, labels and mounts under an install root.
 

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Installing a built NixOS system as what a root boots, as nixos-install does it: the system's closure in
 that root's store, its system profile, /etc/NIXOS, and the boot loader installed by
 `switch-to-configuration boot` with NIXOS_INSTALL_BOOTLOADER=1, in a chroot when the root is not /.

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Writing secrets (keys) on a host: validation, atomic writes that never widen access, pruning.
 
 Nothing here returns, logs or stores a key's content, nor a hash of it (a hash of a short password is

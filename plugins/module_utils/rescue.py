@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """The rescue system of a Hetzner server: enable or disable it for the next boot, and reset the server.
 
 What the module hetzner_rescue does, as small functions over the clients of module_utils/hetzner.py:

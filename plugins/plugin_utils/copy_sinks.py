@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Where nix_copy_closure's paths go: the task's host, through a live `nix-store --serve --write` over ssh, or
-batches of requests through the connection plugin's file transfer. Private to the collection."""
+batches of requests through the connection plugin's file transfer."""
 
 from __future__ import annotations
 

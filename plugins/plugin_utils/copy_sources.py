@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Where nix_copy_closure's paths come from: the controller's store, or another inventory host's (src_host), which
-the controller reads with Nix's serve protocol. Private to the collection."""
+the controller reads with Nix's serve protocol."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A connection to another inventory host from inside a task: nix_copy_closure's src_host. Private to the collection.
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
+"""A connection to another inventory host from inside a task: nix_copy_closure's src_host.
 
 ansible-core has no public API for this. The function below does what its TaskExecutor does for a task's own host
 (PlayContext from the host's variables, the connection plugin by name, its options from those variables), using

@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """A serve protocol peer run by the controller (nix_copy_closure): a local `nix-store --serve`, or one at the end
-of an ssh command; and local commands with one-line failures. Private to the collection."""
+of an ssh command; and local commands with one-line failures."""
 
 from __future__ import annotations
 

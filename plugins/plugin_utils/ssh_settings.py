@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """The ssh and become wiring of nix_copy_closure: an ssh command line that reaches the task's host as Ansible's ssh
-connection plugin does, and a command wrapped in the task's become as Ansible would. Private to the collection."""
+connection plugin does, and a command wrapped in the task's become as Ansible would."""
 
 from __future__ import annotations
 
