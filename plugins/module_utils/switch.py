@@ -264,4 +264,3 @@ def run(module):
         return Switch(module, nix_for(module), module.params).run(module.check_mode, module._diff)
     except NixError as exc:
         return dict(exc.details, failed=True, msg=exc.msg)
-

@@ -100,8 +100,8 @@ options:
       - The action plugin resets the task's connection first (an SSH ControlPersist master is stopped, a
         paramiko transport reconnected), and the host refuses a confirmation that arrives through the sshd
         process the switch ran under.
-      - The full check needs the host to tell the two SSH logins apart: the C(ssh) or C(paramiko) connection, with
-        no C(become) or a become method that runs the command under the login (C(sudo), C(su), C(doas)). With the
+      - The full check needs the host to tell the two SSH logins apart. That takes the C(ssh) or C(paramiko) connection,
+        with no C(become) or a become method that runs the command under the login (C(sudo), C(su), C(doas)). With the
         C(local) connection, or a become method that starts commands outside the login (C(machinectl), C(run0)),
         the host takes any confirmation on trust; the task then warns and returns RV(confirmed_by=unverified).
       - V(0) turns the magic rollback off.

@@ -189,4 +189,3 @@ class FileSink:
         if self.local is not None and not self.local.closed:
             self.local.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
-

@@ -191,4 +191,3 @@ class HostStore:
             self._exec("rm -rf %s" % shlex.quote(self._tmpdir))
         if self.connection._connected:
             self.connection.close()
-

@@ -32,7 +32,6 @@ def local(argv, env=None):
     return proc.stdout.decode(errors="replace")
 
 
-
 def serve_command(write):
     return NIX_PATH_PREFIX + "exec nix-store --serve" + (" --write" if write else "")
 
@@ -85,4 +84,3 @@ class ServeProcess:
         self.finish_input()
         self.proc.wait()
         self.proc.stdout.close()
-

@@ -65,7 +65,6 @@ def master_settings(conn, option, settings):
     return {"control_path": path, "master_compresses": compresses}
 
 
-
 def becomes(action):
     """Whether a sudoable command of this task runs under become (the rule of _low_level_execute_command)."""
     ruser = action._get_remote_user()
