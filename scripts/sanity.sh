@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# ansible-test sanity on a copy of the tracked files placed where ansible-test wants a
-# collection: .build/sanity/ansible_collections/ansinix/nixos.
+# scripts/sanity.sh [CORE] [ansible-test options]: ansible-test sanity of ansible-core CORE (default: the
+# one tests/requirements.txt pins; 2.20, 2.21: tests/requirements-CORE.txt) on a copy of the tracked
+# files placed where ansible-test wants a collection: .build/sanity/ansible_collections/ansinix/nixos.
+# Run one at a time (flock): every version shares ~/.ansible/test.
 set -euo pipefail
 # shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
 cd "$ANSINIX_ROOT"
+core=$(ansinix_default_core)
+if [[ ${1:-} =~ ^[0-9]+\.[0-9]+$ ]]; then core=$1; shift; fi
+python=$(ansinix_python "$core")
 # ansible-test's own --venv mode downloads pip from a host outside the package registries, so the
-# sanity tools get a venv of their own (their pins clash with ansible-lint's) and run --local in it.
+# sanity tools get a venv of their own per version (their pins clash with ansible-lint's) and run --local in it.
 SANITY_VENV=$ANSINIX_ROOT/.venv-sanity
-core=$(grep '^ansible-core==' tests/requirements.txt)
-if [ "$(cat "$SANITY_VENV/.core" 2>/dev/null)" != "$core" ]; then
+[ "$core" = "$(ansinix_default_core)" ] || SANITY_VENV+="-$core"
+pin=$(grep '^ansible-core==' "$(ansinix_requirements "$core")")
+if [ ! -x "$SANITY_VENV/bin/python" ] || [ "$(cat "$SANITY_VENV/.core" 2>/dev/null)" != "$pin" ]; then
   rm -rf "$SANITY_VENV"
-  /usr/bin/python3 -m venv "$SANITY_VENV"
-  "$SANITY_VENV/bin/pip" install -q --disable-pip-version-check "$core" > "$SANITY_VENV.log" 2>&1 ||
+  "$python" -m venv "$SANITY_VENV"
+  "$SANITY_VENV/bin/pip" install -q --disable-pip-version-check "$pin" > "$SANITY_VENV.log" 2>&1 ||
     { cat "$SANITY_VENV.log" >&2; exit 1; }
-  echo "$core" > "$SANITY_VENV/.core"
+  echo "$pin" > "$SANITY_VENV/.core"
 fi
 dest=.build/sanity/ansible_collections/ansinix/nixos
 rm -rf .build/sanity
@@ -30,4 +36,5 @@ mkdir -p ~/.ansible/test/cache
 cp scripts/pip-bootstrap.py ~/.ansible/test/cache/"get_pip_${pip_version//./_}.py"
 cd "$dest"
 git init -q && git add -A && git -c user.name=sanity -c user.email=sanity@localhost commit -qm sanity
-PATH="$SANITY_VENV/bin:$PATH" ansible-test sanity --local --python 3.11 --requirements --color no "$@"
+pyver=$("$SANITY_VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PATH="$SANITY_VENV/bin:$PATH" ansible-test sanity --local --python "$pyver" --requirements --color no "$@"

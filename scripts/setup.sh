@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the test suite need on a Debian 12 machine, as root:
 # Debian packages (Nix, OpenSSH, the tools the test hosts are made of) and a Python venv
-# in .venv with the pinned tools of tests/requirements.txt. Safe to run again: it only
-# does what is missing.
+# in .venv with the pinned tools of tests/requirements.txt (scripts/venv.sh). Safe to run
+# again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,19 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ $had_policy = 0 ]; then rm -f "$policy"; fi
 fi
 
-VENV=.venv
-stamp="$VENV/.requirements.sha256"
-want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: creating the Python venv in $VENV"
-  rm -rf "$VENV"
-  /usr/bin/python3 -m venv "$VENV"
-  # pip's output goes to a log that is shown only when the install fails.
-  if ! "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt > "$VENV.log" 2>&1; then
-    cat "$VENV.log" >&2; echo "setup: pip install failed (log above)" >&2; exit 1
-  fi
-  echo "$want" > "$stamp"
-fi
+./scripts/venv.sh > /dev/null
 
 # The collection as Ansible finds it: .build/collections/ansible_collections/ansinix/nixos -> here.
 mkdir -p .build/collections/ansible_collections/ansinix

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, ansible-test sanity, ansible-lint, changelog lint, the
-# collection tarball, and the integration tests against local test hosts. Run as root on
-# Debian 12; installs what it needs first. Every step runs; the exit code says if any failed.
+# The whole test suite: unit tests and ansible-test sanity on every supported ansible-core,
+# ansible-lint, changelog lint, the collection tarball, and the integration tests against local
+# test hosts. Run as root on Debian 12; installs what it needs first. Every step runs; the exit
+# code says if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ./scripts/setup.sh || exit 1
@@ -15,6 +16,25 @@ step() {
   echo "=== $name"
   local t0=$SECONDS
   if "$@"; then echo "=== $name: ok ($((SECONDS - t0)) s)"; else echo "=== $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
+}
+
+# The ansible-core versions meta/runtime.yml claims, each tested (scripts/venv.sh makes their venvs):
+# the oldest runs every step; the newest also runs the integration tests of the modules, whose
+# action plugins lean most on ansible-core (connections, become, file transfers).
+CORES=(2.19 2.20 2.21)
+NEWEST=${CORES[-1]}
+MODULE_TESTS=(tests/integration/test_nix_copy_closure.py tests/integration/test_nixos_switch.py
+              tests/integration/test_nixos_keys.py tests/integration/test_deploy_modules.py)
+
+with_core() {  # CORE COMMAND...: run COMMAND with that ansible-core's venv first on PATH
+  local venv
+  venv=$(./scripts/venv.sh "$1") || return 1
+  shift
+  PATH="$venv/bin:$PATH" "$@"
+}
+
+module_tests_on() {  # CORE: the test hosts driven by that ansible-core, from this pytest
+  ./scripts/venv.sh "$1" > /dev/null && ANSINIX_ANSIBLE_CORE=$1 pytest "${MODULE_TESTS[@]}"
 }
 
 lint_roles_and_playbooks() {
@@ -44,12 +64,17 @@ build_collection() {
   echo "built, installed and documented: $plugins ansinix.nixos.hetzner"
 }
 
-step "unit tests" pytest -q tests/unit
-step "sanity" ./scripts/sanity.sh
+for core in "${CORES[@]}"; do
+  step "unit tests (ansible-core $core)" with_core "$core" pytest -q tests/unit
+done
+for core in "${CORES[@]}"; do
+  step "sanity (ansible-core $core)" ./scripts/sanity.sh "$core"
+done
 step "ansible-lint" lint_roles_and_playbooks
 step "changelog lint" antsibull-changelog lint
 step "collection build" build_collection
-step "integration tests" pytest tests/integration
+step "integration tests (ansible-core ${CORES[0]})" pytest tests/integration
+step "integration tests of the modules (ansible-core $NEWEST)" module_tests_on "$NEWEST"
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then
