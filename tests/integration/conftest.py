@@ -7,6 +7,27 @@ from ansinix_test.hosts import TestHosts
 from ansinix_test import ansible, systems
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "paramiko: uses the paramiko connection plugin (ansible-core 2.20 and older)")
+    try:
+        ansible.ansible_bin_dir()
+    except RuntimeError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def pytest_report_header():
+    """Which ansible-core drives the hosts ($ANSINIX_ANSIBLE_CORE picks another than pytest's own)."""
+    return "ansible-core %s (%s)" % (".".join(map(str, ansible.core_version())), ansible.ansible_bin_dir() or "from PATH")
+
+
+def pytest_collection_modifyitems(items):
+    paramiko = [item for item in items if item.get_closest_marker("paramiko")]
+    if paramiko and not ansible.has_paramiko_connection():
+        skip = pytest.mark.skip(reason="ansible-core %d.%d has no paramiko connection plugin" % ansible.core_version()[:2])
+        for item in paramiko:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def testhosts():
     """The session's set of test hosts (prefix $ANSINIX_TESTHOSTS_PREFIX or "ax"), removed at the end."""

@@ -277,6 +277,7 @@ def test_copy_from_a_builder_host_without_trust_between_hosts(fresh_hosts, run_a
     assert builder.run("ls /tmp").stdout.strip() == ""  # its export is cleaned up
 
 
+@pytest.mark.paramiko
 def test_copy_check_mode_and_paramiko(host, run_ansible):
     new = v2(version="paramiko", payloadMiB=1, payloadSeed="paramiko")
     proc = run_ansible(["dm1", "-m", "ansinix.nixos.nix_copy_closure", "-a", "path=%s" % new, "--check"])

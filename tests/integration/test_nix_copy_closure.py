@@ -152,6 +152,7 @@ def test_check_mode_reports_and_sends_nothing(host, run_ansible):
 
 # -- through any connection, as any user --------------------------------------------------------------------
 
+@pytest.mark.paramiko
 def test_paramiko_sends_batches_through_file_transfers(host, run_ansible):
     target = system("paramiko", mib=3)
     missing = new_paths(target)
@@ -167,7 +168,7 @@ def test_paramiko_sends_batches_through_file_transfers(host, run_ansible):
     assert again["changed"] is False and again["bytes"] == 0
 
 
-@pytest.mark.parametrize("how", ["stream over ssh", "stream over paramiko", "ssh method"])
+@pytest.mark.parametrize("how", ["stream over ssh", pytest.param("stream over paramiko", marks=pytest.mark.paramiko), "ssh method"])
 def test_a_non_root_ssh_user_with_become_adds_paths_as_root(host, run_ansible, how):
     target = system("become-" + how.split()[-1] + how.split()[0])
     missing = new_paths(target)
@@ -227,7 +228,7 @@ def test_use_substitutes_lets_the_host_fetch_from_its_cache(host, run_ansible, t
 
 # -- from another host, relayed by the controller -----------------------------------------------------------
 
-@pytest.mark.parametrize("source_connection", ["ssh", "paramiko"])
+@pytest.mark.parametrize("source_connection", ["ssh", pytest.param("paramiko", marks=pytest.mark.paramiko)])
 def test_copy_from_a_builder_host_without_trust_between_the_hosts(fresh_hosts, run_ansible, testhosts, tmp_path, source_connection):
     builder, target = fresh_hosts("ccb", "cct")
     expr = ('derivation { name = "built-on-ccb-%d"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin";'
@@ -346,7 +347,8 @@ def test_bad_input_gives_a_clear_message_and_changes_nothing(host, run_ansible, 
     assert store_listing(host) == before
 
 
-@pytest.mark.parametrize("how", [("stream",), ("ssh",), ("stream", "-c", "paramiko")], ids=["stream", "ssh", "paramiko"])
+@pytest.mark.parametrize("how", [("stream",), ("ssh",), pytest.param(("stream", "-c", "paramiko"), marks=pytest.mark.paramiko)],
+                         ids=["stream", "ssh", "paramiko"])
 def test_no_nix_on_the_host(fresh_hosts, run_ansible, how):
     fresh_hosts("ccnonix", ccnonix={"nix": False, "system": None})
     proc = copy(run_ansible, "ccnonix", "path=%s method=%s" % (system("nonix"), how[0]), *how[1:],

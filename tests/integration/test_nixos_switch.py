@@ -293,7 +293,7 @@ def test_failed_activation_rolls_back_automatically(host, run_ansible, pipelinin
     assert host.readlink(PROFILE) == "system-2-link" and host.default_boot_system() == broken
 
 
-@pytest.mark.parametrize("connection", ["ssh", "paramiko"])
+@pytest.mark.parametrize("connection", ["ssh", pytest.param("paramiko", marks=pytest.mark.paramiko)])
 def test_a_system_that_breaks_ssh_is_rolled_back_by_the_host(host, run_ansible, connection):
     """The module runs over a live connection the broken system does not cut (an SSH master with
     ControlPersist, or paramiko's cached transport); only a new login shows the breakage."""

@@ -1,7 +1,9 @@
 """Running ansible, ansible-playbook and ansible-inventory against the test hosts, for real."""
 import contextlib
+import functools
 import json
 import os
+import re
 import subprocess
 import tempfile
 
@@ -10,9 +12,41 @@ from ansinix_test import REPO_ROOT
 CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback")
 
 
+def ansible_bin_dir():
+    """The bin directory of the ansible-core to drive the hosts with, or None for the ansible on PATH.
+
+    ANSINIX_ANSIBLE_CORE=2.21 picks the venv scripts/venv.sh 2.21 makes (.venv-2.21), so one pytest run
+    can test another ansible-core than its own."""
+    core = os.environ.get("ANSINIX_ANSIBLE_CORE")
+    if not core:
+        return None
+    with open(os.path.join(REPO_ROOT, "tests", "requirements.txt")) as f:
+        default = re.search(r"^ansible-core==(\d+\.\d+)", f.read(), re.M).group(1)
+    venv = os.path.join(REPO_ROOT, ".venv" if core == default else ".venv-" + core)
+    if not os.access(os.path.join(venv, "bin", "ansible-playbook"), os.X_OK):
+        raise RuntimeError("ANSINIX_ANSIBLE_CORE=%s: %s has no ansible-playbook; make it with ./scripts/venv.sh %s"
+                           % (core, venv, core))
+    return os.path.join(venv, "bin")
+
+
+@functools.lru_cache(maxsize=None)
+def core_version():
+    """(major, minor, patch) of the ansible-core that ansible_env() runs."""
+    out = subprocess.run(["ansible", "--version"], env=ansible_env(), capture_output=True, text=True, check=True).stdout
+    return tuple(int(n) for n in re.search(r"\[core (\d+)\.(\d+)\.(\d+)", out).groups())
+
+
+def has_paramiko_connection():
+    """ansible-core 2.21 removed the paramiko connection plugin."""
+    return core_version() < (2, 21)
+
+
 def ansible_env(hosts=None, extra=None):
     """Environment for an Ansible run: this checkout as the collection, host key checking on."""
     env = dict(os.environ)
+    bin_dir = ansible_bin_dir()
+    if bin_dir:
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO_ROOT, ".build", "collections"),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
