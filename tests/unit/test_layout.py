@@ -1,5 +1,8 @@
-"""The collection's metadata agrees with itself: the action group lists exactly the modules."""
+"""The collection's metadata agrees with itself: the action group lists exactly the modules, and every file
+that names the supported ansible-core or the controller's Python libraries says the same."""
+import glob
 import os
+import re
 
 import yaml
 
@@ -67,3 +70,32 @@ def test_deploy_role_switches_in_one_place_and_freezes_no_value():
             for var, value in (task.get("ansible.builtin.set_fact") or {}).items():
                 assert value.replace(" ", "") != "{{%s}}" % var, (name, var)
     assert switches == ["switch.yml"]
+
+
+def read(*path):
+    with open(os.path.join(ROOT, *path), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_the_oldest_tested_ansible_core_is_the_one_required():
+    tested = re.search(r"^ansible-core==(\d+\.\d+)\.", read("tests", "requirements.txt"), re.M).group(1)
+    newer = sorted(re.fullmatch(r"requirements-(\d+\.\d+)\.txt", os.path.basename(p)).group(1)
+                   for p in glob.glob(os.path.join(ROOT, "tests", "requirements-*.txt")))
+    assert all(tuple(map(int, v.split("."))) > tuple(map(int, tested.split("."))) for v in newer), newer
+    assert yaml.safe_load(read("meta", "runtime.yml"))["requires_ansible"] == ">=%s.0" % tested
+    assert "ansible-core>=%s.0" % tested in read("requirements.txt").splitlines()
+    for meta in glob.glob(os.path.join(ROOT, "roles", "*", "meta", "main.yml")):
+        assert yaml.safe_load(read(meta))["galaxy_info"]["min_ansible_version"] == tested, meta
+    for doc in ("README.md", os.path.join("docs", "guide.md")):
+        assert "`ansible-core` %s or newer" % tested in read(doc), doc
+
+
+def test_the_execution_environment_gets_the_controller_libraries():
+    controller = [line for line in read("requirements.txt").splitlines()
+                  if line and not line.startswith(("#", "ansible-core"))]
+    ee = yaml.safe_load(read("meta", "execution-environment.yml"))
+    assert read(ee["dependencies"]["python"]).splitlines() == controller
+    # paramiko serves only ansible-core's own connection plugin (2.20 and older), never the collection.
+    assert not any("paramiko" in line for line in controller)
+    plugins = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, "plugins")) for f in files if f.endswith(".py")]
+    assert not [p for p in plugins if re.search(r"^\s*(import|from) paramiko", read(p), re.M)]
