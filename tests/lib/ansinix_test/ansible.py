@@ -53,6 +53,8 @@ def ansible_env(hosts=None, extra=None):
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_PIPELINING": "True",
+        # ansible-core 2.21 adds a module's `invocation` to its result only when asked; tests read it.
+        "ANSIBLE_INJECT_INVOCATION": "True",
         "NIX_CONFIG": "substituters =\nsandbox = false\nbuild-users-group =",
     })
     if hosts is not None:
