@@ -148,6 +148,8 @@ class Activation:
                         "--collect", "--no-ask-password", "--quiet", "--service-type=exec"]
                 argv += ["--setenv=%s=%s" % item for item in sorted(env.items())]
                 argv += [python, runner, status_dir]
+                # The switch's functions run without an AnsibleModule (no run_command), here and in unit tests.
+                # pylint: disable-next=ansible-bad-function
                 proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     raise NixError("could not start the activation with systemd-run (exit %d): %s"
@@ -155,6 +157,8 @@ class Activation:
             else:
                 # The runner forks twice and leaves this process's session: the connection's end
                 # (SIGHUP, the session's process group going away) does not reach it.
+                # run_command cannot start a new session.
+                # pylint: disable-next=ansible-bad-function
                 rc = subprocess.call([python, runner, "--detach", status_dir], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", env=env,
                                      start_new_session=True)

@@ -97,5 +97,5 @@ def test_the_execution_environment_gets_the_controller_libraries():
     assert read(ee["dependencies"]["python"]).splitlines() == controller
     # paramiko serves only ansible-core's own connection plugin (2.20 and older), never the collection.
     assert not any("paramiko" in line for line in controller)
-    plugins = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, "plugins")) for f in files if f.endswith(".py")]
+    plugins = glob.glob(os.path.join(ROOT, "plugins", "**", "*.py"), recursive=True)
     assert not [p for p in plugins if re.search(r"^\s*(import|from) paramiko", read(p), re.M)]
