@@ -129,9 +129,11 @@ def is_loopback(host):
     if str(host).lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(str(host)).is_loopback
+        address = ipaddress.ip_address(str(host))
     except ValueError:
         return False
+    # Python 3.13 counts ::ffff:127.0.0.1 as loopback, older Pythons do not: refuse it on every one.
+    return address.is_loopback and not getattr(address, "ipv4_mapped", None)
 
 
 def checked_endpoint(endpoint, setting, example):
