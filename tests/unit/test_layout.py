@@ -1,5 +1,6 @@
-"""The collection's metadata agrees with itself: the action group lists exactly the modules, and every file
-that names the supported ansible-core or the controller's Python libraries says the same."""
+"""The collection's layout agrees with itself: the action group lists exactly the modules, the deploy role
+reads in the order of a deploy, and every file that names the supported ansible-core or the controller's
+Python libraries says the same."""
 import glob
 import os
 import re
