@@ -5,8 +5,9 @@
 """A declarative disk layout for installing NixOS: GPT partitions, an ESP or a BIOS boot partition,
 RAID1 (mdadm, or btrfs's own), file systems, labels and mounts under an install root.
 
-The plan is made from the layout alone (pure functions below, unit tested); the module probes the
-disks, refuses to wipe any that holds a file system unless told to, and runs the plan. A script
+The plan is made from the layout alone (pure functions below, unit tested); the module checks the
+disks with the interlock of disk_interlock.py (never one in use; one that holds data only when told to
+wipe it), and runs the plan. A script
 (disko's, built from the configuration) can lay the disks out instead, behind the same interlock.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 import time
+
+from ansible_collections.ansinix.nixos.plugins.module_utils.disk_interlock import DiskError, HostProbe, check
 
 FILESYSTEMS = ("ext4", "xfs", "btrfs", "vfat", "swap", "none")
 # Longest label each file system takes (vfat labels are also upper-cased by mkfs.vfat).
@@ -25,7 +28,7 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 SIZE_RE = re.compile(r"^(\d+)\s*([MGT]i?B?|[MGT])?$", re.I)
 
 
-class LayoutError(Exception):
+class LayoutError(DiskError):
     """A layout that cannot be applied; the message says what to change."""
 
 
@@ -322,6 +325,7 @@ class Disks:
         self.layout = layout
         self.root = root
         self.wipe = wipe
+        self.interlock = HostProbe(module.run_command)
 
     def run(self, argv, check=True):
         rc, out, err = self.module.run_command(argv)
@@ -330,22 +334,14 @@ class Disks:
         return rc, out
 
     def probe(self, device):
-        """blkid's low-level view of a device ({} when it does not exist or holds nothing)."""
-        if not os.path.exists(device):
-            return {}
-        rc, out = self.run(["blkid", "-p", "-o", "export", device], check=False)
-        if rc != 0:
-            return {}
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        """blkid's low-level view of a device: {} when it holds nothing, or blkid finds it ambivalent (the
+        interlock then looks closer); DiskError when blkid cannot probe it."""
+        rc, info, _words = self.interlock.blkid(device)
+        return info if rc == 0 else {}
 
     def current_devices(self, disk):
         """The disk and the partitions the kernel knows of it now."""
-        name = os.path.basename(os.path.realpath(disk))
-        try:
-            parts = sorted(p for p in os.listdir("/sys/block/%s" % name) if p.startswith(name))
-        except OSError:
-            raise LayoutError("%s is not a disk on this host (no /sys/block/%s); see lsblk for the disks it has" % (disk, name))
-        return [disk] + ["/dev/%s" % p for p in parts]
+        return [disk] + ["/dev/%s" % p for p in self.interlock.partitions(disk)]
 
     def check_tools(self):
         needed = {"sgdisk", "partx", "wipefs", "blkid"}
@@ -375,45 +371,11 @@ class Disks:
                 raise LayoutError("raid=mdadm needs the kernel's md driver and /proc/mdstat is missing (modprobe md_mod failed); "
                                   "use raid=btrfs with fs=btrfs instead")
 
-    def in_use(self, devices):
-        """(device, where) for each of these devices that is mounted, swapped on or part of a running array."""
-        busy = []
-        real = {os.path.realpath(d): d for d in devices}
-        with open("/proc/mounts", encoding="utf-8") as f:
-            for line in f:
-                source, target = line.split()[:2]
-                if os.path.realpath(source) in real:
-                    busy.append((real[os.path.realpath(source)], "mounted at %s" % target))
+    def swaps(self, devices):
+        """The devices that are in use as swap."""
         with open("/proc/swaps", encoding="utf-8") as f:
-            for line in f.readlines()[1:]:
-                if os.path.realpath(line.split()[0]) in real:
-                    busy.append((real[os.path.realpath(line.split()[0])], "used as swap"))
-        return busy
-
-    def running_arrays(self, devices):
-        """md arrays that have any of these devices as a member."""
-        names = {os.path.basename(os.path.realpath(d)) for d in devices}
-        arrays = []
-        try:
-            with open("/proc/mdstat", encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("md") and " : " in line:
-                        members = {m.split("[")[0] for m in line.split()[4:]}
-                        if members & names:
-                            arrays.append("/dev/" + line.split()[0])
-        except OSError:
-            pass
-        return arrays
-
-    def signatures(self, devices):
-        """(device, what) for every file system, swap, RAID member or other signature on these devices."""
-        found = []
-        for device in devices:
-            info = self.probe(device)
-            if info.get("TYPE"):
-                label = " labelled %s" % info["LABEL"] if info.get("LABEL") else ""
-                found.append((device, "%s%s" % (info["TYPE"], label)))
-        return found
+            used = {os.path.realpath(line.split()[0]) for line in f.readlines()[1:]}
+        return [d for d in devices if os.path.realpath(d) in used]
 
     def mount_missing(self):
         """Mount what is not mounted yet under root; the steps it ran."""
@@ -433,18 +395,11 @@ class Disks:
             steps.append(step)
         return steps
 
-    def refuse_to_wipe(self, devices):
-        """LayoutError when any of devices is in use, or holds a signature and wiping is not allowed; the found ones."""
-        busy = self.in_use(devices)
-        if busy:
-            raise LayoutError("%s is %s: unmount it (and swapoff) before laying out %s"
-                              % (busy[0][0], busy[0][1], ", ".join(self.layout["disks"])))
-        found = self.signatures(devices)
-        if found and not self.wipe:
-            raise LayoutError("refusing to wipe %s: %s. Nothing was changed. If its data may go, set wipe=true "
-                              "(the roles' nixos_wipe_disks: true)"
-                              % (", ".join(self.layout["disks"]), "; ".join("%s holds %s" % f for f in found)))
-        return found
+    def refuse_to_wipe(self):
+        """The interlock (disk_interlock.check): DiskError when a disk is in use, or holds data without wipe.
+        Returns (devices to wipe, idle md arrays to stop first)."""
+        found, arrays = check(self.interlock, self.layout["disks"], self.wipe)
+        return sorted({d for d, _what in found}, key=lambda d: (d in self.layout["disks"], d)), arrays
 
     def apply(self, check_mode):
         """Lay out (or only mount) the disks; returns the result the module reports."""
@@ -453,7 +408,6 @@ class Disks:
         self.check_tools()
         if self.layout["raid"] == "btrfs" and not check_mode:
             self.run(["btrfs", "device", "scan"], check=False)
-        devices = [d for disk in self.layout["disks"] for d in self.current_devices(disk)]
         already = applied(self.layout, self.probe)
         wiped = []
         if already:
@@ -461,11 +415,8 @@ class Disks:
             if steps == [["btrfs", "device", "scan"]]:
                 steps = []
         else:
-            found = self.refuse_to_wipe(devices)
-            arrays = self.running_arrays(devices)
-            wiped = [d for d, _what in found]
-            steps = plan(self.layout, self.root, wipe_devices=sorted(set(wiped), key=devices.index, reverse=True),
-                         stop_arrays=arrays)
+            wiped, arrays = self.refuse_to_wipe()
+            steps = plan(self.layout, self.root, wipe_devices=wiped, stop_arrays=arrays)
         if not check_mode:
             for step in steps:
                 self.run(step)
@@ -525,12 +476,13 @@ class Disks:
     def apply_script(self, check_mode):
         """Run the script behind the interlock, once: a root with something mounted on it counts as laid out."""
         argv = self.script_command(check_mode)
-        if not self.module.get_bin_path("blkid"):
-            raise LayoutError("this host lacks blkid, which the interlock needs: install util-linux first")
+        missing = [t for t in ("blkid", "wipefs", "partx") if not self.module.get_bin_path(t)]
+        if missing:
+            raise LayoutError("this host lacks %s, which the interlock needs: install util-linux first" % ", ".join(missing))
         devices = [d for disk in self.layout["disks"] for d in self.current_devices(disk)]
         mounts = self.root_mounts()
         already = "/" in mounts
-        wiped = [] if already else [d for d, _what in self.refuse_to_wipe(devices)]
+        wiped = [] if already else self.refuse_to_wipe()[0]
         steps = [] if already else [argv]
         if not check_mode and steps:
             rc, out, err = self.module.run_command(argv, data="")
@@ -547,7 +499,7 @@ class Disks:
             "boot": boot, "raid": "script", "disks": self.layout["disks"],
             "grub_devices": self.layout["disks"] if boot == "bios" else [], "esp_devices": [],
             "file_systems": mounts,
-            "swap_devices": [{"device": d} for d, what in self.in_use(devices) if what == "used as swap"],
+            "swap_devices": [{"device": d} for d in self.swaps(devices)],
             "mdadm_arrays": [],
         }
         return {"changed": bool(steps), "laid_out": not already, "plan": [command_line(s) for s in steps], "wiped": wiped,

@@ -170,7 +170,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ansinix.nixos.plugins.module_utils.disks import Disks, LayoutError, normalize
+from ansible_collections.ansinix.nixos.plugins.module_utils.disk_interlock import DiskError
+from ansible_collections.ansinix.nixos.plugins.module_utils.disks import Disks, normalize
 
 
 def main():
@@ -193,7 +194,7 @@ def main():
     try:
         layout = normalize(module.params, efi_firmware=os.path.isdir("/sys/firmware/efi"))
         result = Disks(module, layout, module.params["root"], module.params["wipe"]).apply(module.check_mode)
-    except LayoutError as exc:
+    except DiskError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 
