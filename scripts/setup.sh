@@ -15,6 +15,7 @@ APT_PACKAGES=(
   nix-bin openssh-server openssh-client sudo iproute2 procps psmisc util-linux kmod
   python3 python3-venv python3-dev git rsync curl ca-certificates
   shellcheck gdisk fdisk dosfstools e2fsprogs xfsprogs btrfs-progs mdadm busybox-static
+  lvm2 cryptsetup-bin
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

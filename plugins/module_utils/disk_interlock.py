@@ -33,7 +33,7 @@ def _words(device, rc, out, err):
     """A tool's own last line of complaint, without its 'tool: /dev/x:' prefix."""
     lines = (err or out or "").strip().splitlines()
     text = lines[-1].strip() if lines else "exit %d, no output" % rc
-    for prefix in ("blkid: ", "wipefs: ", "partx: ", device + ": "):
+    for prefix in ("blkid: ", "wipefs: ", "partx: ", "error: ", device + ": "):
         if text.startswith(prefix):
             text = text[len(prefix):]
     return text
@@ -155,10 +155,11 @@ def _unescape(text):
 class HostProbe:
     """Runs blkid, wipefs and partx through run(argv) -> (rc, out, err) and reads /sys and /proc."""
 
-    def __init__(self, run, sysfs="/sys", proc="/proc"):
+    def __init__(self, run, sysfs="/sys", proc="/proc", dev="/dev"):
         self.run = run
         self.sysfs = sysfs
         self.proc = proc
+        self.dev = dev
         self._mounts = None
         self._blkid = {}
 
@@ -201,7 +202,7 @@ class HostProbe:
         found = []
         for disk in disks:
             parts = self.partitions(disk)
-            for device in [disk] + ["/dev/%s" % p for p in parts]:
+            for device in [disk] + [os.path.join(self.dev, p) for p in parts]:
                 if not os.path.exists(device):
                     raise DiskError("cannot tell what %s holds: the kernel lists it but there is no device node %s "
                                     "(no udev?). %s Create it (mknod, see /proc/partitions) and run again" % (device, device, INSTEAD))
@@ -244,12 +245,10 @@ class HostProbe:
         uses = (["mounted on %s" % ", ".join(points)] if points else []) + (["used as swap"] if "swap" in places else [])
         return ", ".join(uses)
 
-    def _frees_for(self, name, use):
-        points = [p for p in self.mounts().get(_read(os.path.join(self.sysfs, "class", "block", name, "dev")), [])]
-        commands = ["umount %s" % p for p in points if p != "swap"]
-        if "swap" in points:
-            commands.append("swapoff /dev/%s" % name)
-        return commands if use else []
+    def _frees_for(self, name):
+        """The commands that stop what _used_as found."""
+        places = self.mounts().get(_read(os.path.join(self.sysfs, "class", "block", name, "dev")), [])
+        return ["umount %s" % p for p in places if p != "swap"] + (["swapoff /dev/%s" % name] if "swap" in places else [])
 
     def _upper(self, name):
         base = os.path.join(self.sysfs, "class", "block", name)
@@ -284,7 +283,8 @@ class HostProbe:
         """An md array stacked directly on a disk that nothing uses (one the rescue system assembled)."""
         name = chain[0]
         return (len(chain) == 1 and os.path.isdir(os.path.join(self.sysfs, "class", "block", name, "md"))
-                and not self._used_as(name) and os.path.exists("/dev/" + name) and not self.exclusive_busy("/dev/" + name))
+                and not self._used_as(name) and os.path.exists(os.path.join(self.dev, name))
+                and not self.exclusive_busy(os.path.join(self.dev, name)))
 
     def _chain_finding(self, name, chain):
         """(chain text, commands that free it) of one path up the holders of a device."""
@@ -293,7 +293,7 @@ class HostProbe:
             what, free = self._upper(upper)
             use = self._used_as(upper)
             steps.append("%s (%s)" % (upper, ", ".join([what] + ([use] if use else [])) if what != upper or use else upper))
-            frees = self._frees_for(upper, use) + ([free] if free else []) + frees
+            frees = self._frees_for(upper) + ([free] if free else []) + frees
         return " -> ".join(steps), frees
 
     def _member_finding(self, name, info):
@@ -320,13 +320,13 @@ class HostProbe:
             names = [os.path.basename(os.path.realpath(disk))] + self.partitions(disk)
             explained = []
             for name in names:
-                device = "/dev/%s" % name
+                device = os.path.join(self.dev, name)
                 use = self._used_as(name)
                 if use:
-                    explained.append(("%s (%s)" % (name, use), self._frees_for(name, use)))
+                    explained.append(("%s (%s)" % (name, use), self._frees_for(name)))
                 for chain in self.holder_chains(name):
                     if self.idle_array(chain):
-                        idle.append("/dev/%s" % chain[0])
+                        idle.append(os.path.join(self.dev, chain[0]))
                     else:
                         explained.append(self._chain_finding(name, chain))
                 if not use and not self.holder_chains(name) and os.path.exists(device):
@@ -338,7 +338,7 @@ class HostProbe:
                 # The kernel's word, for what the above cannot see (a mount in another mount namespace, a driver's
                 # claim). A disk is busy whenever one of its partitions is: name the partition, or the disk alone.
                 chained = [n for n in names if self.holder_chains(n)]
-                busy = [n for n in names if not self.holder_chains(n) and self.exclusive_busy("/dev/%s" % n)]
+                busy = [n for n in names if not self.holder_chains(n) and self.exclusive_busy(os.path.join(self.dev, n))]
                 busy = [n for n in busy if n != names[0]] or ([] if chained else busy)
                 if busy:
                     explained.append(("%s (the kernel holds %s: mounted in another mount namespace, or claimed by a driver)"

@@ -16,8 +16,23 @@ description:
     at C(/boot)) or a 1 MiB BIOS boot partition for GRUB. The O(partitions) follow in order.
   - With several disks, each partition is mirrored, with mdadm RAID1 (O(raid=mdadm), the usual set-up of a Hetzner
     dedicated server) or with btrfs's own RAID1 (O(raid=btrfs)).
-  - A safety interlock. A disk or partition that holds a file system, swap, a RAID member or any other signature
-    is never wiped unless O(wipe=true); the task fails before the first change and names what it found.
+  - A safety interlock checks every disk in O(disks) before the first change and fails closed, naming what it found.
+  - A disk in use is never touched, not even with O(wipe=true). In use means that the disk or one of its partitions
+    is mounted or used as swap; or has a holder in C(/sys/block/*/holders), followed up the chain (an active
+    device-mapper device such as an LVM volume or an open LUKS or dm-crypt mapping, or an md array that is mounted or
+    holds another device); or is a device of a mounted btrfs or of an imported ZFS pool; or the kernel refuses to
+    open it exclusively (for example, mounted in another mount namespace). The message shows the chain and the
+    commands that free it, such as C(umount), C(vgchange -an), C(cryptsetup close) or C(mdadm --stop).
+  - A disk that holds data is wiped only with O(wipe=true). Data means any of the following on the disk or a
+    partition the kernel lists. A signature that C(blkid -p) names (a file system, swap, a RAID or LVM member, a
+    LUKS header). Several signatures that C(blkid -p) finds ambivalent (its exit 8, listed by C(wipefs --no-act)).
+    A signature only C(wipefs) finds. A partition whose contents C(blkid) cannot name (raw data, plain dm-crypt).
+    A partition in the partition table that the kernel has not listed.
+  - A disk counts as empty only when C(blkid -p) exits 2 ("nothing found") and C(wipefs) finds no signature. An
+    empty partition table is empty too. When a probe cannot run or cannot tell (an I/O error, C(blkid -p) exiting
+    4, a partition without a device node), the task fails and says why, with or without O(wipe).
+  - An md array that the rescue system assembled from the disks, which nothing mounts or holds, is stopped
+    (C(mdadm --stop)) before wiping with O(wipe=true).
   - Disks that already carry this layout (the same partition names in order and file systems with the same
     types and labels) are not touched again. They are only mounted, so a rerun after a later failure is safe.
   - Or a script lays the disks out, for example disko's C(config.system.build.diskoScript) built from the
@@ -88,7 +103,8 @@ options:
     default: []
   wipe:
     description:
-      - Allow wiping disks that hold file systems or other signatures. Their data is lost.
+      - Allow wiping disks that hold data (see the interlock above). Their data is lost.
+      - It never allows wiping a disk in use, or a disk that could not be probed.
     type: bool
     default: false
   root:

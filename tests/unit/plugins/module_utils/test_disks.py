@@ -1,7 +1,11 @@
-"""The disk layout planner: pure functions, no disks touched."""
+"""The disk layout planner and the disk interlock's classification: pure functions, no disks touched."""
+import json
+
 import pytest
 
+from ansible_collections.ansinix.nixos.plugins.module_utils import disk_interlock as interlock
 from ansible_collections.ansinix.nixos.plugins.module_utils import disks
+from ansible_collections.ansinix.nixos.plugins.module_utils.disk_interlock import DiskError
 from ansible_collections.ansinix.nixos.plugins.module_utils.disks import LayoutError
 
 
@@ -96,3 +100,179 @@ def test_a_script_layout_keeps_the_disks_checked_and_the_command():
         disks.normalize({"disks": ["sda"], "script": "/nix/store/x-disko"}, efi_firmware=False)
     with pytest.raises(LayoutError, match="script and partitions are mutually exclusive"):
         disks.normalize({"disks": ["/dev/sda"], "script": "/s", "partitions": [{"label": "root", "mount": "/"}]}, efi_firmware=False)
+
+
+# -- the interlock: what blkid, wipefs and sysfs say, classified --------------------------------------
+
+AMBIVALENT = "blkid: /dev/sdb: ambivalent result (probably more filesystems on the device, use wipefs(8) to see more details)\n"
+
+
+def test_only_blkids_nothing_found_is_empty():
+    assert interlock.parse_blkid("/dev/sdb", 0, "DEVNAME=/dev/sdb\nTYPE=ext4\nLABEL=a=b\n", "") == (
+        0, {"DEVNAME": "/dev/sdb", "TYPE": "ext4", "LABEL": "a=b"}, "")
+    assert interlock.parse_blkid("/dev/sdb", 2, "", "") == (2, {}, "exit 2, no output")
+    assert interlock.parse_blkid("/dev/sdb", 8, "", AMBIVALENT)[2].startswith("ambivalent result (probably")
+    with pytest.raises(DiskError, match=r"^cannot tell what /dev/sdb holds: blkid -p failed \(exit 4\): "
+                                        r"Input/output error\. Nothing was changed\."):
+        interlock.parse_blkid("/dev/sdb", 4, "", "blkid: /dev/sdb: Input/output error\n")
+
+
+def test_wipefs_is_the_second_opinion():
+    out = json.dumps({"signatures": [{"device": "sdb", "offset": "0x0", "type": "vfat"},
+                                     {"device": "sdb", "offset": "0x438", "type": "ext4"}]})
+    assert interlock.parse_wipefs("/dev/sdb", 0, out, "") == ["vfat", "ext4"]
+    assert interlock.parse_wipefs("/dev/sdb", 0, "", "") == []
+    with pytest.raises(DiskError, match=r"wipefs --no-act failed \(exit 1\): probing initialization failed"):
+        interlock.parse_wipefs("/dev/sdb", 1, "", "wipefs: error: /dev/sdb: probing initialization failed\n")
+    with pytest.raises(DiskError, match="wipefs --no-act failed"):
+        interlock.parse_wipefs("/dev/sdb", 0, "not json", "")
+
+
+@pytest.mark.parametrize("blkid, signatures, what", [
+    ((8, {}, "ambivalent result"), ["vfat", "ext4", "vfat"], "several signatures (ext4, vfat; blkid -p: ambivalent result)"),
+    ((0, {"TYPE": "ext4", "LABEL": "precious"}, ""), ["ext4"], "ext4 labelled precious"),
+    ((0, {"TYPE": "crypto_LUKS"}, ""), ["crypto_LUKS"], "crypto_LUKS"),
+    ((0, {"PART_ENTRY_SCHEME": "gpt", "PART_ENTRY_NUMBER": "2", "PART_ENTRY_TYPE": "0fc63daf"}, ""), [],
+     "data blkid cannot name (gpt partition 2 of type 0fc63daf)"),
+    ((0, {"PTTYPE": "gpt"}, ""), ["PMBR", "gpt"], None),
+    ((0, {"PTTYPE": "gpt"}, ""), ["gpt", "LVM2_member"], "signatures LVM2_member that wipefs finds"),
+    ((2, {}, ""), ["zfs_member"], "signatures zfs_member that wipefs finds"),
+    ((2, {}, ""), [], None),
+], ids=["ambivalent", "fs", "luks", "unnamed-partition", "empty-table", "table-and-more", "blkid-missed", "empty"])
+def test_what_a_device_holds(blkid, signatures, what):
+    assert interlock.holds("/dev/sdb", blkid, signatures) == what
+
+
+def test_ambivalent_and_nothing_to_show_refuses():
+    with pytest.raises(DiskError, match=r"^cannot tell what /dev/sdb holds: blkid -p says ambivalent result, and wipefs "
+                                        r"finds no signature\. Nothing was changed\."):
+        interlock.holds("/dev/sdb", (8, {}, "ambivalent result"), [])
+
+
+def test_partitions_the_kernel_has_not_listed():
+    assert interlock.unlisted_partitions([1, 2, 3], [1]) == [2, 3]
+    assert interlock.unlisted_partitions([1, 2], [2, 1]) == []
+
+
+@pytest.mark.parametrize("name, vg", [("vg-lv", "vg"), ("my--vg-root", "my-vg"), ("vg-my--lv", "vg"), ("odd", "odd")])
+def test_lvm_volume_group_of_a_device_mapper_name(name, vg):
+    assert interlock.lvm_volume_group(name) == vg
+
+
+class FakeHost:
+    """A sysfs, /proc and /dev tree as the kernel shows stacked devices, under tmp_path."""
+
+    def __init__(self, tmp_path):
+        self.root = tmp_path
+        self.mountinfo = []
+        for path in ("sys/class/block", "sys/block", "proc/self", "dev"):
+            (tmp_path / path).mkdir(parents=True, exist_ok=True)
+        self.numbers = 0
+
+    def block(self, name, parent=None, holders=(), dm=None, md=None):
+        self.numbers += 1
+        base = self.root / "sys/class/block" / name
+        (base / "holders").mkdir(parents=True)
+        (base / "dev").write_text("%d:%d\n" % (7 if parent or not (dm or md) else 253, self.numbers))
+        for holder in holders:
+            (base / "holders" / holder).mkdir()
+        if dm:
+            (base / "dm").mkdir()
+            (base / "dm/name").write_text(dm[0] + "\n")
+            (base / "dm/uuid").write_text(dm[1] + "\n")
+        if md:
+            (base / "md").mkdir()
+            (base / "md/array_state").write_text(md + "\n")
+        if parent:
+            (self.root / "sys/block" / parent / name).mkdir(parents=True)
+            (base / "partition").write_text(name[-1] + "\n")
+        else:
+            (self.root / "sys/block" / name).mkdir(parents=True, exist_ok=True)
+        (self.root / "dev" / name).write_text("")
+        return (base / "dev").read_text().strip()
+
+    def mount(self, number, where):
+        self.mountinfo.append("36 25 %s / %s rw,relatime shared:1 - ext4 /dev/nowhere rw" % (number, where))
+
+    def probe(self, run=None):
+        (self.root / "proc/self/mountinfo").write_text("\n".join(self.mountinfo) + "\n")
+        (self.root / "proc/swaps").write_text("Filename Type Size Used Priority\n")
+        return interlock.HostProbe(run or (lambda argv: (2, "", "")), sysfs=str(self.root / "sys"),
+                                   proc=str(self.root / "proc"), dev=str(self.root / "dev"))
+
+
+def test_an_lvm_volume_mounted_on_a_partition_is_in_use(tmp_path):
+    host = FakeHost(tmp_path)
+    host.block("vdz")
+    host.block("vdz1", parent="vdz", holders=["dm-0"])
+    host.mount(host.block("dm-0", dm=("data-lv", "LVM-abc")), "/mnt/x")
+    disk = str(tmp_path / "dev/vdz")
+    with pytest.raises(DiskError) as refused:
+        interlock.check(host.probe(), [disk], wipe=True)
+    assert str(refused.value) == (
+        "%s is in use: vdz1 -> dm-0 (data-lv, mounted on /mnt/x). Nothing was changed. Wiping does not override this: "
+        "free it first (umount /mnt/x; vgchange -an data) and run again" % disk)
+
+
+def test_a_chain_is_walked_to_its_top_and_freed_from_there(tmp_path):
+    host = FakeHost(tmp_path)
+    host.block("vdz", holders=["md0"])
+    host.block("md0", md="clean", holders=["dm-1"])
+    host.block("dm-1", dm=("secret", "CRYPT-LUKS2-abc-secret"))
+    findings, idle = host.probe().in_use([str(tmp_path / "dev/vdz")])
+    assert idle == []
+    assert findings == [(str(tmp_path / "dev/vdz"), "vdz -> md0 (md array /dev/md0, clean) -> dm-1 (secret)",
+                         ["cryptsetup close secret", "mdadm --stop /dev/md0"])]
+
+
+def test_an_idle_md_array_is_stopped_with_wipe_and_its_members_are_data(tmp_path):
+    host = FakeHost(tmp_path)
+    host.block("vdz")
+    host.block("vdz2", parent="vdz", holders=["md127"])
+    host.block("md127", md="clean")
+
+    def blkid(argv):
+        if argv[0] == "blkid" and argv[-1].endswith("vdz2"):
+            return 0, "TYPE=linux_raid_member\nLABEL=rescue:1\n", ""
+        if argv[0] == "partx":
+            return 0, "2\n", ""
+        return (0, "PTTYPE=gpt\n", "") if argv[0] == "blkid" else (0, "", "")
+    disk = str(tmp_path / "dev/vdz")
+    with pytest.raises(DiskError, match="refusing to wipe .*vdz: .*vdz2 holds linux_raid_member labelled rescue:1"):
+        interlock.check(host.probe(blkid), [disk], wipe=False)
+    found, arrays = interlock.check(host.probe(blkid), [disk], wipe=True)
+    assert found == [(str(tmp_path / "dev/vdz2"), "linux_raid_member labelled rescue:1")]
+    assert arrays == [str(tmp_path / "dev/md127")]
+
+
+def test_a_mounted_md_array_is_in_use(tmp_path):
+    host = FakeHost(tmp_path)
+    host.block("vdz", holders=["md0"])
+    host.mount(host.block("md0", md="active"), "/srv")
+    findings, idle = host.probe().in_use([str(tmp_path / "dev/vdz")])
+    assert idle == [] and findings[0][1:] == ("vdz -> md0 (md array /dev/md0, active, mounted on /srv)",
+                                              ["umount /srv", "mdadm --stop /dev/md0"])
+
+
+def test_a_device_of_a_mounted_btrfs_and_of_an_imported_zfs_pool_is_in_use(tmp_path):
+    host = FakeHost(tmp_path)
+    host.block("vdy")
+    host.mount(host.block("vdz"), "/srv/pool")
+    (tmp_path / "sys/fs/btrfs/f00d/devices/vdz").mkdir(parents=True)
+    (tmp_path / "sys/fs/btrfs/f00d/devices/vdy").mkdir(parents=True)
+    (tmp_path / "proc/spl/kstat/zfs/tank").mkdir(parents=True)
+    probe = host.probe(lambda argv: (0, "TYPE=btrfs\nUUID=f00d\nLABEL=pool\n", ""))
+    findings, _idle = probe.in_use([str(tmp_path / "dev/vdy")])
+    assert findings[0][1:] == ("vdy (a device of btrfs pool on vdy, vdz, mounted on /srv/pool)", ["umount /srv/pool"])
+    probe = host.probe(lambda argv: (0, "TYPE=zfs_member\nLABEL=tank\n", ""))
+    findings, _idle = probe.in_use([str(tmp_path / "dev/vdy")])
+    assert findings[0][1:] == ("vdy (a vdev of the imported ZFS pool tank)", ["zpool export tank"])
+
+
+def test_a_partition_without_a_device_node_cannot_be_checked(tmp_path):
+    host = FakeHost(tmp_path)
+    host.block("vdz")
+    host.block("vdz1", parent="vdz")
+    (tmp_path / "dev/vdz1").unlink()
+    with pytest.raises(DiskError, match=r"vdz1 holds: the kernel lists it but there is no device node"):
+        interlock.check(host.probe(lambda argv: (0, "", "")), [str(tmp_path / "dev/vdz")], wipe=True)
