@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """The disk interlock: what the disks hold and whether anything uses them, before anything is wiped.
 
 It fails closed. A device counts as empty only when blkid's probe says "nothing found" (exit 2) and wipefs
