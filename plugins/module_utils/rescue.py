@@ -19,6 +19,8 @@ import time
 from ansible_collections.ansinix.nixos.plugins.module_utils.hetzner import (
     CLIENT_ARGUMENT_SPEC, CLOUD_ARGUMENT_SPEC, ROBOT_ARGUMENT_SPEC, HetznerError, cloud_client, robot_client,
 )
+from ansible_collections.ansinix.nixos.plugins.module_utils.host_keys import HostKeyError, public_key_line
+from ansible_collections.ansinix.nixos.plugins.module_utils.sealed import SealError, seal
 
 RESETS = ("none", "hardware", "software", "power")
 # Cloud: the actions each reset is made of; a server that is off is switched on instead.
@@ -37,6 +39,8 @@ ARGUMENT_SPEC = dict(
     reset=dict(type="str", default="none", choices=list(RESETS)),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=300),
+    # Set by the action plugin: the root password comes back sealed to it (module_utils/sealed.py).
+    seal_key=dict(type="str", no_log=False),
 )
 ARGUMENT_SPEC.update(CLOUD_ARGUMENT_SPEC)
 ARGUMENT_SPEC.update(ROBOT_ARGUMENT_SPEC)
@@ -146,9 +150,29 @@ def _action_summary(action):
 
 # -- the two APIs --------------------------------------------------------------------------------------------
 
-def _result(api, server, rescue_active, password, changed, plan, check_mode, done):
+def robot_host_keys(rescue):
+    """The rescue system's public host keys in Robot's answer (host_key), each checked as `<type> <base64>`.
+
+    An entry is the key's text, or a dict with it under data (alone or under key); an entry with only a
+    fingerprint cannot be pinned and is left out. Key text that is not one plain key fails."""
+    keys = []
+    for entry in rescue.get("host_key") or []:
+        inner = entry.get("key", entry) if isinstance(entry, dict) else entry
+        text = inner.get("data") if isinstance(inner, dict) else inner
+        if text is None:
+            continue
+        try:
+            line = public_key_line(text, "the Hetzner Robot API's rescue host_key")
+        except HostKeyError as exc:
+            raise HetznerError(str(exc))
+        if line not in keys:
+            keys.append(line)
+    return keys
+
+
+def _result(api, server, rescue_active, password, changed, plan, check_mode, done, host_keys=None):
     result = dict(changed=changed, api=api, server=server, rescue_active=rescue_active, root_password=password,
-                  reset=None if check_mode else done, actions=plan["actions"])
+                  reset=None if check_mode else done, actions=plan["actions"], host_keys=host_keys or [])
     if check_mode:
         result.update(would_enable=plan["enable"], would_disable=plan["disable"], would_reset=plan["reset"])
     return result
@@ -208,19 +232,21 @@ def robot_rescue(client, params, check_mode=False):
     plan = dict(enable=enable, disable=disable and not params["rescue"], reset=params["reset"] if reset_type else None, actions=[])
     changed = enable or disable or bool(reset_type)
     password = state.get("password") if same else None
+    host_keys = robot_host_keys(state) if same else []
     if check_mode:
-        return _result("robot", server, bool(params["rescue"]), password, changed, plan, True, None)
+        return _result("robot", server, bool(params["rescue"]), password, changed, plan, True, None, host_keys)
     if disable:
         client.disable_rescue(number)
         plan["actions"].append(dict(id=None, command="disable_rescue", status="success"))
     if enable:
         answer = client.enable_rescue(number, os_name, fingerprints)
         password = answer.get("password")
+        host_keys = robot_host_keys(answer)
         plan["actions"].append(dict(id=None, command="enable_rescue", status="success"))
     if reset_type:
         client.reset(number, reset_type)
         plan["actions"].append(dict(id=None, command="reset_" + reset_type, status="success"))
-    return _result("robot", server, bool(params["rescue"]), password, changed, plan, False, plan["reset"])
+    return _result("robot", server, bool(params["rescue"]), password, changed, plan, False, plan["reset"], host_keys)
 
 
 def run(params, check_mode=False, **client_kwargs):
@@ -229,5 +255,19 @@ def run(params, check_mode=False, **client_kwargs):
         raise HetznerError("wait_timeout must be 0 or more seconds, got %d" % params["wait_timeout"])
     if params["api"] == "cloud":
         sleep = client_kwargs.get("sleep", time.sleep)
-        return cloud_rescue(cloud_client(params, **client_kwargs), params, check_mode, sleep=sleep)
-    return robot_rescue(robot_client(params, **client_kwargs), params, check_mode)
+        result = cloud_rescue(cloud_client(params, **client_kwargs), params, check_mode, sleep=sleep)
+    else:
+        result = robot_rescue(robot_client(params, **client_kwargs), params, check_mode)
+    return seal_password(result, params.get("seal_key"))
+
+
+def seal_password(result, seal_key):
+    """The result with its root password sealed to the action plugin's key, when it gave one."""
+    if not seal_key or not result.get("root_password"):
+        return result
+    try:
+        result["sealed_root_password"] = seal(result["root_password"], seal_key)
+    except SealError as exc:
+        raise HetznerError("seal_key is set by the action plugin, do not set it yourself (%s)" % exc)
+    result["root_password"] = None
+    return result

@@ -103,9 +103,18 @@ options:
       - Seconds to wait for each Cloud action. When one runs longer, the task fails; the action goes on.
     type: int
     default: 300
+  seal_key:
+    description:
+      - Set by the module's action plugin, never by a task (a task that sets it fails). The rescue root password
+        comes back encrypted to this key and the action plugin opens it, so that not even C(ANSIBLE_DEBUG), which
+        prints every module's raw output, shows the password.
+    type: str
 notes:
   - The rescue root password, and the credentials, never appear in messages. With O(ssh_keys), log in with a key;
     the password works too.
+  - The root password never appears in output, not even with C(ANSIBLE_DEBUG=1). The credentials, when given as
+    options rather than in the environment, do appear there, as every module's options do (ansible-core prints
+    them with C(ANSIBLE_DEBUG)); never use C(ANSIBLE_DEBUG) with real credentials.
 seealso:
   - name: Hetzner Cloud API, server actions
     description: enable_rescue, disable_rescue, reset, reboot, poweroff and poweron.
@@ -189,6 +198,16 @@ root_password:
   returned: always
   type: str
   sample: null
+host_keys:
+  description:
+    - The rescue system's public SSH host keys, when the API tells them (Robot's C(host_key), for a rescue system
+      enabled now or already active), each checked as one line C(<type> <base64>). The Cloud API tells none.
+    - Pin them (a known_hosts file of their own, C(StrictHostKeyChecking=yes)) instead of accepting the first key
+      the rescue system shows; the role C(ansinix.nixos.rescue_install) does.
+  returned: always
+  type: list
+  elements: str
+  sample: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBrPiyhepeYiBhaQi8w+vJ98R8lpiG63dnDifhQtaCOn"]
 rescue_active:
   description: Whether the rescue system is enabled for the server's next boot, as the task leaves it (before a reset
     boots into it and so disables it).

@@ -34,7 +34,8 @@ synchronously, before the API answers, whenever a reset boots a server::
 ``GET /server/{number}`` shows it); ``rescue`` is None when the server boots normally, else the rescue
 system it boots into: ``{"active": True, "password": ..., "os": "linux64" | "linux" | ...,
 "authorized_keys": [the public key texts of its keys], "keys": [the key ids (Cloud) or fingerprints
-(Robot) as the request gave them]}``. When the hook raises, the API answers ``500 hook_failed``
+(Robot) as the request gave them], "host_private_key": the private host key Robot told at enable (with
+``api.robot.rescue_host_keys = True``; else None; Cloud has none)}``. When the hook raises, the API answers ``500 hook_failed``
 with the exception's text, and ``api.hook_errors`` keeps the exception. The answer waits for the
 hook: a hook that takes longer than the client's ``timeout`` makes the reset fail as a timeout, so
 start slow work (a host's reboot) in a thread of its own. Poweroffs do not call it (nothing boots).
@@ -94,6 +95,16 @@ def make_public_key(comment="test", seed=None):
     material = hashlib.sha256(str(seed if seed is not None else comment).encode()).digest()
     blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", material))
     return "ssh-ed25519 %s %s" % (base64.b64encode(blob).decode(), comment)
+
+
+def make_key_pair(comment="test"):
+    """A usable ed25519 key pair: (private key in OpenSSH format, public key line)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private.decode(), "%s %s" % (public.decode(), comment)
 
 
 def _key_facts(public_key):
@@ -308,6 +319,10 @@ class RobotState:
         self.keys = []     # the account's SSH keys, as GET /key lists them (with their public key as `data`)
         self.rescue = {}   # server number -> the rescue object GET /boot/{number}/rescue returns
         self.resets = []   # (server number, type) of every reset executed
+        # Whether an enabled rescue system tells its host key (host_key, as Robot documents it): the key pair
+        # is made at enable, its private half goes to on_reset as rescue["host_private_key"].
+        self.rescue_host_keys = False
+        self.rescue_private_keys = {}  # server number -> the private host key of its enabled rescue system
         # Robot limits requests per (kind of) call over a sliding window: (max_request, interval) or None.
         self.rate_limit = None
         self._recent = collections.deque()
@@ -357,9 +372,19 @@ class RobotState:
             return None
         booted = {"active": True, "password": rescue["password"], "os": rescue["os"],
                   "authorized_keys": [self.key(k["key"]["fingerprint"])["data"] for k in rescue["authorized_key"]],
-                  "keys": [k["key"]["fingerprint"] for k in rescue["authorized_key"]]}
+                  "keys": [k["key"]["fingerprint"] for k in rescue["authorized_key"]],
+                  "host_private_key": self.rescue_private_keys.pop(number, None)}
         rescue.update(active=False, os=["linux", "vkvm"], password=None, authorized_key=[], host_key=[], boot_time=None)
         return booted
+
+    def new_rescue_host_key(self, number):
+        """The host_key list of a rescue system enabled now: empty, or a new ed25519 key when rescue_host_keys."""
+        if not self.rescue_host_keys:
+            return []
+        private, public = make_key_pair("rescue%d" % number)
+        self.rescue_private_keys[number] = private
+        kind, size = _key_facts(public)
+        return [{"key": {"fingerprint": fingerprint(public), "type": kind, "size": size, "data": public}}]
 
     def take_request(self, now):
         """Whether the sliding window has room for one more request."""
@@ -669,7 +694,8 @@ class FakeHetzner:
                         keys = [state.key(f) for f in fingerprints]
                         if None in keys:
                             return 400, _error("INVALID_INPUT", "Invalid input parameters", 400, missing=None, invalid=["authorized_key"])
-                        rescue.update(active=True, os=os_name, password=_rescue_password(), boot_time=None, host_key=[],
+                        rescue.update(active=True, os=os_name, password=_rescue_password(), boot_time=None,
+                                      host_key=state.new_rescue_host_key(server["server_number"]),
                                       authorized_key=[{"key": {k: key[k] for k in ("name", "fingerprint", "type", "size")}} for key in keys])
                         return 200, {"rescue": rescue}
                     if method == "DELETE":

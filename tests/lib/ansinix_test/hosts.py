@@ -227,6 +227,7 @@ class Host:
         self.machine = bool(options.get("disks"))
         self.disk_root = None  # (root device, boot device or None) when booted from its disks
         self.rescue_keys = []  # root's authorized keys in the rescue system
+        self.rescue_host_key = None  # its private host key, when the API told it
 
     # -- a machine's boot media -------------------------------------------------------------------
 
@@ -323,10 +324,11 @@ class Host:
                 boot = dev
         return (root, boot) if root else None
 
-    def power_cycle(self, rescue_keys=None):
+    def power_cycle(self, rescue_keys=None, rescue_host_key=None):
         """What a reset does to a machine: every process killed, its file systems gone, then a boot into the
-        rescue system (with rescue_keys as root's authorized keys and a new host key), or from its disks,
-        or back into the OS it came with when the disks hold no system. Returns the new boot id."""
+        rescue system (with rescue_keys as root's authorized keys and a new host key, or rescue_host_key, a
+        private key, when the API told it), or from its disks, or back into the OS it came with when the
+        disks hold no system. Returns the new boot id."""
         if not self.machine:
             raise HostError("%s has no disks: only a machine (option disks) boots into a rescue system" % self.name)
         self.stop()
@@ -334,6 +336,7 @@ class Host:
             shutil.rmtree(os.path.join(self.dir, "rescue"), ignore_errors=True)
             self._set_mode("rescue")
             self.rescue_keys = [k.strip() for k in rescue_keys]
+            self.rescue_host_key = rescue_host_key
         else:
             self.disk_root = self.find_disk_root()
             self._set_mode("disk" if self.disk_root else "os")
@@ -436,6 +439,10 @@ class Host:
         os.makedirs(os.path.join(etc, "nix"), exist_ok=True)
         os.makedirs(os.path.join(etc, "sudoers.d"), exist_ok=True)
         key = os.path.join(etc, "ssh", "ssh_host_ed25519_key")
+        if self.mode == "rescue" and self.rescue_host_key and not os.path.exists(key):
+            with open(os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+                f.write(self.rescue_host_key)
+            _run(["sh", "-c", 'ssh-keygen -y -f "$1" > "$1.pub"', "pub", key])
         if not os.path.exists(key):
             # A new host key: a new host, a rescue system, or an installed system's first boot (as its sshd makes one).
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@" + self.name, "-f", key])
