@@ -120,11 +120,14 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
     with FakeHetzner() as api:
         server = api.robot.add_server(name="bm1")
         key = api.robot.add_key("harness", harness_key(testhosts))
+        # Robot tells the rescue system's host key: the role pins it (StrictHostKeyChecking=yes).
+        api.robot.rescue_host_keys = True
         booted = []
 
         def on_reset(kind, srv, rescue):
             booted.append((kind, srv["server_number"], rescue and rescue["authorized_keys"]))
-            host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
+            host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None,
+                             rescue_host_key=rescue and rescue["host_private_key"])
         api.on_reset = on_reset
         args = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="robot",
                          nixos_rescue_server=str(server["server_number"]), nixos_rescue_ssh_keys=[key["fingerprint"]],
@@ -136,6 +139,7 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
         assert booted == [("robot", server["server_number"], [harness_key(testhosts)])]
         assert api.robot.resets == [(server["server_number"], "hw")]
         assert not api.robot.rescue[server["server_number"]]["active"]  # one-shot: the boot into it ended it
+    assert run.result("Pin the rescue system's host keys the Hetzner API gave", "bm1")["changed"] is True
     assert host.boot_id() != boot_id
     parts = [d + "p2" for d in disks]
     system, facts = assert_installed(host, fleet_dir, parts)
@@ -214,7 +218,7 @@ def test_interlock_refuses_a_disk_with_a_file_system(fresh_hosts, testhosts, run
     assert not host.exists("/usr/bin/nix-store")
 
     # With wipe allowed, check mode shows the plan and still changes nothing.
-    wipe = args + ["-e", "nixos_wipe_disks=true"]
+    wipe = args + ["-e", "nixos_wipe_disks=true", "-e", "nixos_bootstrap_reinstall=bm1"]
     plan = run_playbook(BOOTSTRAP, args=wipe + ["--check"])
     assert plan.rc == 0, str(plan)
     steps = plan.result("Partition, format and mount the disks", "bm1")["plan"]
@@ -242,14 +246,15 @@ def test_rescue_install_with_the_configurations_disk_script(fresh_hosts, testhos
     assert not host.exists("/usr/bin/nix-store")
     assert host.run("blkid -p -o value -s LABEL %s" % disk).stdout.strip() == "precious"
     # The plan with wiping allowed: the disk would be wiped by the script; still nothing changes.
-    plan = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_wipe_disks=true", "--check"])
+    wipe = ["-e", "nixos_wipe_disks=true", "-e", "nixos_bootstrap_reinstall=bm3"]
+    plan = run_playbook(BOOTSTRAP, args=args + wipe + ["--check"])
     assert plan.rc == 0, str(plan)
     assert plan.result("Check the disks the script is to lay out", "bm3")["wiped"] == [disk]
     assert not host.exists("/usr/bin/nix-store")
     assert host.run("blkid -p -o value -s LABEL %s" % disk).stdout.strip() == "precious"
 
     with testhosts.serve_reboots():
-        run = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_wipe_disks=true"])
+        run = run_playbook(BOOTSTRAP, args=args + wipe)
     assert run.rc == 0, str(run)
     script = run.result("Build the attribute of the configuration", "bm3")["out_path"]
     assert script.endswith("-disko-bm3")
@@ -262,7 +267,7 @@ def test_rescue_install_with_the_configurations_disk_script(fresh_hosts, testhos
     assert facts["hardware"]["raid"] == "script" and facts["hardware"]["file_systems"]["/"]["device"] == disk + "p2"
     assert facts["hardware"]["file_systems"]["/"]["fsType"] == "ext4" and facts["hardware"]["grub_devices"] == [disk]
 
-    # Installed: a rerun leaves the host alone, the script is not run again.
+    # Installed: a rerun without consent leaves the host alone, the script is not run again.
     again = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_wipe_disks=true"])
     assert again.rc == 0, str(again)
     assert again.changed() == {"bm3": 0}
@@ -325,3 +330,163 @@ def test_bootstrap_roles_refuse_bad_variables(fresh_hosts, testhosts, run_playbo
     run = run_playbook(BOOTSTRAP, args=args)
     assert run.rc != 0
     assert "nixos_rescue_api" in run.stdout and "Traceback" not in run.stdout + run.stderr
+
+
+# -- consent: nothing is reset or wiped by accident -------------------------------------------------------------
+
+def robot_args(tmp_path, testhosts, fleet_dir, api, host, **extra):
+    """The inventory of a Robot server for `host`, whose resets power-cycle it (into its rescue system)."""
+    server = api.robot.add_server(name=host.name)
+    key = api.robot.add_key("harness", harness_key(testhosts))
+
+    # The rescue system makes a host key of its own: what Robot told of it (rescue_host_keys) is not passed on.
+    api.on_reset = lambda kind, srv, rescue: host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
+    disk, = host.disks()
+    return inventory(tmp_path, testhosts, host.name, nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="robot",
+                     nixos_rescue_server=str(server["server_number"]), nixos_rescue_ssh_keys=[key["fingerprint"]],
+                     nixos_hetzner_robot={"endpoint": api.robot_url, "user": ROBOT_USER, "password": ROBOT_PASSWORD},
+                     nixos_disks={"disks": [disk], "boot": "bios", "partitions": [{"label": "nixos", "fs": "ext4", "mount": "/"}]},
+                     **extra)
+
+
+SILENCES = {
+    # sshd gone: the connection is refused.
+    "down": "kill $(cat /run/sshd.pid)",
+    # A new host key: the controller's known_hosts no longer matches (as after someone else reinstalled it).
+    "host key changed": "rm -f /etc/ssh/ssh_host_ed25519_key* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key",
+}
+
+
+@pytest.mark.parametrize("silence", sorted(SILENCES))
+def test_a_host_that_does_not_answer_is_reset_only_with_consent(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir, silence):
+    host = machine(fresh_hosts, "bm2", [300])
+    disk, = host.disks()
+    boot_id = host.boot_id()
+    host.run(SILENCES[silence])
+    with FakeHetzner() as api:
+        args = robot_args(tmp_path, testhosts, fleet_dir, api, host)
+        left = run_playbook(BOOTSTRAP, args=args)
+        assert left.rc == 0, str(left)
+        # Not a single call to the API, no reset; the machine still runs what it ran, its disk untouched.
+        assert api.requests == [] and api.robot.resets == []
+        msg = left.result("Say why the host is left alone", "bm2")["msg"]
+        assert msg.startswith("bm2 did not answer over SSH (") and "\n" not in msg
+        assert msg.endswith("nothing was done. To reset it into the rescue system and reinstall it, run again with "
+                            "-e nixos_bootstrap_reinstall=bm2"), msg
+        assert host.boot_id() == boot_id and host.mode == "os"
+        assert host.run("blkid -p %s" % disk, check=False).returncode == 2
+
+        # Consent for another host of the inventory changes nothing for this one.
+        (tmp_path / "spare.ini").write_text("spare ansible_host=192.0.2.99\n")
+        other = run_playbook(BOOTSTRAP, args=args + ["-i", str(tmp_path / "spare.ini"), "-e", "nixos_bootstrap_reinstall=spare"])
+        assert other.rc == 0 and api.requests == [] and api.robot.resets == [], str(other)
+        assert other.result("Say why the host is left alone", "bm2")["msg"] == msg
+
+        with testhosts.serve_reboots():
+            run = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_bootstrap_reinstall=bm2"])
+        assert run.rc == 0, str(run)
+        assert api.robot.resets == [(args_server(api), "hw")]
+    assert_installed(host, fleet_dir, [disk + "p2"])
+
+
+def args_server(api):
+    return api.robot.servers[0]["server_number"]
+
+
+def test_wiping_needs_consent_for_this_run(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    """nixos_wipe_disks from the inventory wipes nothing; consent from the inventory is refused."""
+    host = machine(fresh_hosts, "bm1", [300])
+    disk, = host.disks()
+    host.run("mkfs.ext4 -q -F -L precious %s" % disk)
+    host.power_cycle(rescue_keys=[harness_key(testhosts)])
+    args = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="none",
+                     nixos_disks=layout([disk]), nixos_wipe_disks=True)
+    for extra, message in [
+        ([], "nixos_wipe_disks is true for bm1, but wiping needs consent for this run; nothing was done. "
+             "Run again with -e nixos_bootstrap_reinstall=bm1"),
+        (["--check"], "nixos_wipe_disks is true for bm1, but wiping needs consent for this run"),
+    ]:
+        run = run_playbook(BOOTSTRAP, args=args + extra)
+        assert run.rc == 2, str(run)
+        assert run.result("Check that wiping disks has consent for this run", "bm1")["msg"].startswith(message)
+        assert host.run("blkid -p -o value -s LABEL %s" % disk).stdout.strip() == "precious"
+
+    # Consent written into the inventory is no consent for this run: refused before anything is asked.
+    standing = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="none",
+                         nixos_disks=layout([disk]), nixos_wipe_disks=True, nixos_bootstrap_reinstall="bm1")
+    run = run_playbook(BOOTSTRAP, args=standing)
+    assert run.rc == 2, str(run)
+    msg = run.result("Check the consent names hosts of the inventory and comes from the command line", "bm1")["msg"]
+    assert msg.startswith("nixos_bootstrap_reinstall is set in the inventory") and "-e nixos_bootstrap_reinstall=" in msg
+    assert host.run("blkid -p -o value -s LABEL %s" % disk).stdout.strip() == "precious"
+    # Names only: 'all' and names that are no inventory host are refused.
+    for given, words in [("all", "'all' is not accepted"), ("bm1,nosuchhost", "names nosuchhost, not a host of the inventory")]:
+        run = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_bootstrap_reinstall=" + given])
+        assert run.rc == 2 and words in run.result(
+            "Check the consent names hosts of the inventory and comes from the command line", "bm1")["msg"], str(run)
+    assert host.run("blkid -p -o value -s LABEL %s" % disk).stdout.strip() == "precious"
+    assert not host.exists("/usr/bin/nix-store")
+
+
+LYING_KEYGEN = """#!/bin/sh
+/usr/bin/ssh-keygen "$@" || exit
+if [ "$1" = -y ]; then echo "@cert-authority * $(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)"; fi
+"""
+HOST_KEY_PLAY = """
+- hosts: bm4
+  gather_facts: false
+  # A host that prints more than its key: ssh-keygen -y adds a CA line that would vouch for every host.
+  environment:
+    PATH: /root/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  tasks:
+    - name: Give the installed system its SSH host key
+      ansible.builtin.include_role:
+        name: ansinix.nixos.rescue_install
+        tasks_from: host_key
+      vars:
+        __nixos_root: /root/newroot
+        nixos_known_hosts_file: %s
+"""
+
+
+def test_a_host_key_with_a_cert_authority_line_is_refused(fresh_hosts, run_playbook, tmp_path):
+    host, = fresh_hosts("bm4")
+    host.run("mkdir -p /root/bin /root/newroot && cat > /root/bin/ssh-keygen && chmod +x /root/bin/ssh-keygen", input=LYING_KEYGEN)
+    assert host.run("/root/bin/ssh-keygen -y -f /etc/ssh/ssh_host_ed25519_key").stdout.count("\n") == 2
+    known = tmp_path / "known_hosts"
+    known.write_text("192.0.2.7 %s\n" % " ".join(harness_key_text().split()[:2]))
+    before = known.read_text()
+    run = run_playbook(HOST_KEY_PLAY % known, args=["-l", "bm4"])
+    assert run.rc == 2, str(run)
+    msg = run.result("Check the public host key the host printed", "bm4")["msg"]
+    assert "bm4 gave 2 lines where one SSH public key line was expected" in msg and "refusing to trust it" in msg, msg
+    assert "Traceback" not in run.stdout + run.stderr
+    assert known.read_text() == before
+    assert "cert-authority" not in host.read_file("/root/newroot/etc/ssh/ssh_host_ed25519_key.pub")
+
+
+def harness_key_text():
+    from ansinix_test.fakehetzner import make_public_key
+    return make_public_key("other-host")
+
+
+def test_a_rescue_system_that_shows_another_host_key_than_robot_told_is_refused(fresh_hosts, testhosts, run_playbook, tmp_path,
+                                                                                fleet_dir):
+    host = machine(fresh_hosts, "bm3", [300])
+    disk, = host.disks()
+    with open(testhosts.known_hosts_path, encoding="utf-8") as f:
+        known_before = f.read()
+    with FakeHetzner() as api:
+        api.robot.rescue_host_keys = True
+        # The hook boots a rescue system with a host key of its own, not the one Robot told: a machine in the middle.
+        args = robot_args(tmp_path, testhosts, fleet_dir, api, host, nixos_rescue_timeout=15)
+        run = run_playbook(BOOTSTRAP, args=args)
+        assert run.rc == 2, str(run)
+        assert api.robot.resets == [(args_server(api), "hw")]
+    failed = run.result("Wait for the rescue system", "bm3")
+    assert "Host key verification failed" in failed["msg"], failed
+    assert run.result("Pin the rescue system's host keys the Hetzner API gave", "bm3")["changed"] is True
+    # Nothing was done in the rescue system: the disk is blank, no facts were gathered, nothing was trusted.
+    assert host.run("blkid -p %s" % disk, check=False).returncode == 2
+    with open(testhosts.known_hosts_path, encoding="utf-8") as f:
+        assert f.read() == known_before
