@@ -268,3 +268,29 @@ def test_play_on_the_server_delegates_and_takes_settings_from_the_action_group(a
     assert api.robot.resets == [(321, "hw")] and api.booted_log[0][2]["authorized_keys"] == [api.admin_key]
     assert str(run.result("Length", "dedi1")["msg"]) == str(len(api.booted_log[0][2]["password"]))
     assert api.booted_log[0][2]["password"] not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("api_kind, args", [
+    ("robot", "api: robot\nserver: dedi1\nssh_keys: [admin]\nreset: hardware"),
+    ("cloud", "api: cloud\nserver: web1\nssh_keys: [admin]\nreset: hardware"),
+])
+def test_the_password_is_not_even_in_ansible_debug_output(api, tmp_path, api_kind, args):
+    """ANSIBLE_DEBUG prints every module's raw output whatever no_log says: the password comes back sealed."""
+    api.robot.rescue_host_keys = True
+    out = play(api, tmp_path, args, "-vvv", env={"ANSIBLE_DEBUG": "1"})
+    assert out.run.rc == 0, out.run
+    assert "_low_level_execute_command() done" in out.output  # the debug output is there
+    [(kind, _, rescue)] = api.booted_log
+    assert kind == api_kind and out.password == rescue["password"]
+    assert out.password not in out.output
+    assert "sealed_root_password" not in out.result and "seal_key" not in str(out.result)
+    if api_kind == "robot":
+        assert [k.split()[0] for k in out.result["host_keys"]] == ["ssh-ed25519"]
+    else:
+        assert out.result["host_keys"] == []  # the Cloud API tells no host key
+
+
+def test_a_task_cannot_set_the_seal_key(api, tmp_path):
+    out = play(api, tmp_path, "api: robot\nserver: dedi1\nseal_key: '2'")
+    assert failed_with(out) == "seal_key is set by the action plugin of hetzner_rescue; remove it from the task"
+    assert changes(api) == []
