@@ -382,7 +382,7 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
         assert lock.rc == 0, lock.stderr
 
         # The dedicated server: the plan, through the API, changes nothing.
-        plan = run("--limit dedi1 --check")
+        plan = run("--limit dedi1 -e nixos_bootstrap_reinstall=dedi1 -e nixos_wipe_disks=true --check")
         assert plan.rc == 0, str(plan)
         assert "would reset dedi1 into the robot rescue system, then lay out %s (wiping: True)" % ", ".join(dedi1.disks()) in plan.stdout
         assert api.robot.resets == [] and not api.robot.rescue[123456]["active"]
@@ -401,7 +401,8 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
             assert not (fleet / "nix" / "hosts" / "dedi1").exists()
 
         with testhosts.serve_reboots():
-            dedi1_installed(run("ansible-playbook -i inventory.yml ansinix.nixos.bootstrap --limit dedi1\n", whole=True))
+            dedi1_installed(run("ansible-playbook -i inventory.yml ansinix.nixos.bootstrap --limit dedi1 "
+                                "-e nixos_bootstrap_reinstall=dedi1 -e nixos_wipe_disks=true\n", whole=True))
         assert api.robot.resets == [(123456, "hw")]
 
         # Into the rescue system again by hand, and the rerun that does not reset.
@@ -416,7 +417,7 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
 
         # The Cloud server, from start to finish.
         with testhosts.serve_reboots():
-            cloud = run("--limit cloud1")
+            cloud = run("--limit cloud1 -e nixos_bootstrap_reinstall=cloud1")
         assert cloud.rc == 0, str(cloud)
         assert [r[1] for r in api.cloud.resets] == ["reset"]
         # The Debian server, converted in place.
