@@ -490,3 +490,31 @@ def test_a_rescue_system_that_shows_another_host_key_than_robot_told_is_refused(
     assert host.run("blkid -p %s" % disk, check=False).returncode == 2
     with open(testhosts.known_hosts_path, encoding="utf-8") as f:
         assert f.read() == known_before
+
+
+CHECK_PLAY = """
+- hosts: bm4
+  gather_facts: false
+  roles:
+    - ansinix.nixos.rescue_install
+  tasks:
+    - name: After the role
+      ansible.builtin.debug:
+        msg: the play goes on
+"""
+
+
+def test_check_mode_ends_the_role_for_the_host_not_the_play(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    host = machine(fresh_hosts, "bm4", [100])
+    disk, = host.disks()
+    with FakeHetzner() as api:
+        args = robot_args(tmp_path, testhosts, fleet_dir, api, host)
+        plan = run_playbook(CHECK_PLAY, args=args + ["--check"])
+        assert plan.rc == 0, str(plan)
+        assert plan.result("Say what the rest would do (check mode cannot look at disks it has not rebooted into)", "bm4")["msg"] == (
+            "would reset bm4 into the robot rescue system, then lay out %s (wiping: False), install Nix, build bm4 and "
+            "install it with its boot loader" % disk)
+        assert plan.result("After the role", "bm4")["msg"] == "the play goes on"
+        assert "Wait for the rescue system" not in [e["task"] for e in plan.events]
+        assert api.robot.resets == [] and [r for r in api.requests if r.method != "GET"] == []
+    assert host.mode == "os" and host.run("blkid -p %s" % disk, check=False).returncode == 2
