@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """SSH public host keys from untrusted sources (a host's output, an API's answer), checked before they
-become a known_hosts line. Private to this collection.
+become a known_hosts line.
 
 A known_hosts file trusts far more than a key per line: markers such as ``@cert-authority *`` make one
 line vouch for every host. So what a host or an API hands over is accepted only as exactly one line

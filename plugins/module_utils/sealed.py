@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A secret a module returns to its own action plugin, unreadable to everything in between. Private to
-this collection.
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
+"""A secret a module returns to its own action plugin, unreadable to everything in between.
 
 With ANSIBLE_DEBUG, ansible-core prints every module's raw output, whatever no_log says. So a module
 that must hand a secret (a rescue root password) to the controller seals it: the action plugin passes
