@@ -65,6 +65,12 @@ def identity(device):
     return sorted(line for line in proc.stdout.splitlines() if line.split("=")[0] in ("TYPE", "UUID", "UUID_SUB", "LABEL"))
 
 
+def kernel_name(device):
+    """dm-0 for /dev/mapper/NAME: without udev, device-mapper makes its nodes itself, not as links to /dev/dm-N."""
+    rdev = os.stat(device).st_rdev
+    return os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (os.major(rdev), os.minor(rdev))))
+
+
 def stray_fat_boot_sector(device):
     """A FAT boot sector over the first 512 bytes, as a reused disk often carries: ext4's superblock is at 1024."""
     with tempfile.NamedTemporaryFile(suffix=".img") as img:
@@ -193,7 +199,7 @@ def test_an_lvm_volume_mounted_on_the_disk_is_in_use(fresh_hosts, run_ansible, u
        % (config, disk, config, vg, disk, config, vg), env=env)
     undo("vgremove -q -f --config %s %s" % (config, vg))
     undo("vgchange -q -an --config %s %s" % (config, vg))
-    dm = os.path.basename(os.path.realpath("/dev/mapper/%s-lv" % vg))
+    dm = kernel_name("/dev/mapper/%s-lv" % vg)
     host.run("mkfs.ext4 -q /dev/mapper/%s-lv && mkdir -p /srv/lv && mount /dev/mapper/%s-lv /srv/lv && echo kept > /srv/lv/file"
              % (vg, vg))
     undo("nsenter --mount=%s umount /srv/lv" % host.mnt_ns)
@@ -216,7 +222,7 @@ def test_an_open_luks_container_is_in_use(fresh_hosts, run_ansible, undo):
     sh("printf secret | cryptsetup luksFormat -q --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file - %s && "
        "printf secret | cryptsetup open --key-file - %s %s" % (disk, disk, name), env={"DM_DISABLE_UDEV": "1"})
     undo("cryptsetup close %s" % name)
-    dm = os.path.basename(os.path.realpath("/dev/mapper/%s" % name))
+    dm = kernel_name("/dev/mapper/%s" % name)
     header = digest(disk, 0, 16 << 20)
     for wipe in (False, True):
         rc, result = nixos_disks(run_ansible, host, disks=[disk], wipe=wipe)
