@@ -5,39 +5,9 @@
 from __future__ import annotations
 
 
-# The credentials and endpoints, written once: the modules' cloud: and robot: options and the inventory plugin's
-# sections of the same names hold them as suboptions.
-_CLOUD_AUTH = r"""
-      token:
-        description:
-          - An API token of the project, from the Hetzner Cloud Console under Security > API tokens.
-          - Defaults to the environment variable C(HCLOUD_TOKEN).
-        type: str
-      endpoint:
-        description:
-          - The address of the API. Defaults to the environment variable C(HCLOUD_ENDPOINT), else
-            V(https://api.hetzner.cloud/v1).
-          - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/v1)) for tests.
-        type: str
-"""
-
-_ROBOT_AUTH = r"""
-      user:
-        description:
-          - The webservice user, from Robot under Settings > Webservice and app settings (not the Robot login).
-          - Defaults to the environment variable C(HROBOT_API_USER).
-        type: str
-      password:
-        description:
-          - The password of the webservice user.
-          - Defaults to the environment variable C(HROBOT_API_PASSWORD).
-        type: str
-      endpoint:
-        description:
-          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
-          - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/robot)) for tests.
-        type: str
-"""
+# Each attribute is one string literal: ansible-test's yamllint reads them from the source without running it, and
+# Ansible merges fragments' options shallowly, so the inventory's cloud: and robot: sections cannot add to the
+# modules' ones. The credentials' text therefore stands in CLOUD/ROBOT and again in INVENTORY: keep them alike.
 
 
 class ModuleDocFragment:
@@ -75,7 +45,19 @@ options:
     description:
       - How to reach the Hetzner Cloud API.
     type: dict
-    suboptions:""" + _CLOUD_AUTH
+    suboptions:
+      token:
+        description:
+          - An API token of the project, from the Hetzner Cloud Console under Security > API tokens.
+          - Defaults to the environment variable C(HCLOUD_TOKEN).
+        type: str
+      endpoint:
+        description:
+          - The address of the API. Defaults to the environment variable C(HCLOUD_ENDPOINT), else
+            V(https://api.hetzner.cloud/v1).
+          - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/v1)) for tests.
+        type: str
+"""
 
     # The Hetzner Robot credentials of a module (module_utils/hetzner.py, ROBOT_ARGUMENT_SPEC).
     ROBOT = r"""
@@ -84,7 +66,23 @@ options:
     description:
       - How to reach the Hetzner Robot webservice.
     type: dict
-    suboptions:""" + _ROBOT_AUTH
+    suboptions:
+      user:
+        description:
+          - The webservice user, from Robot under Settings > Webservice and app settings (not the Robot login).
+          - Defaults to the environment variable C(HROBOT_API_USER).
+        type: str
+      password:
+        description:
+          - The password of the webservice user.
+          - Defaults to the environment variable C(HROBOT_API_PASSWORD).
+        type: str
+      endpoint:
+        description:
+          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
+          - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/robot)) for tests.
+        type: str
+"""
 
     # The inventory plugin's cloud: and robot: sections: the same credentials, and what to list.
     INVENTORY = r"""
@@ -94,7 +92,19 @@ options:
       - List the servers of a Hetzner Cloud project. Leave it out to list no Cloud servers; O(cloud={}) lists
         them all with the token from C(HCLOUD_TOKEN). A read-only token is enough.
     type: dict
-    suboptions:""" + _CLOUD_AUTH + r"""
+    suboptions:
+      token:
+        description:
+          - An API token of the project, from the Hetzner Cloud Console under Security > API tokens.
+          - Defaults to the environment variable C(HCLOUD_TOKEN).
+        type: str
+      endpoint:
+        description:
+          - The address of the API. Defaults to the environment variable C(HCLOUD_ENDPOINT), else
+            V(https://api.hetzner.cloud/v1).
+          - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/v1)) for tests.
+        type: str
+
       label_selector:
         description:
           - Only servers matching this label selector, such as V(nixos) or V(env=prod,nixos). The API applies it.
@@ -125,7 +135,23 @@ options:
       - List the dedicated servers of a Hetzner Robot account. Leave it out to list none; O(robot={}) takes the
         credentials from C(HROBOT_API_USER) and C(HROBOT_API_PASSWORD).
     type: dict
-    suboptions:""" + _ROBOT_AUTH + r"""
+    suboptions:
+      user:
+        description:
+          - The webservice user, from Robot under Settings > Webservice and app settings (not the Robot login).
+          - Defaults to the environment variable C(HROBOT_API_USER).
+        type: str
+      password:
+        description:
+          - The password of the webservice user.
+          - Defaults to the environment variable C(HROBOT_API_PASSWORD).
+        type: str
+      endpoint:
+        description:
+          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
+          - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/robot)) for tests.
+        type: str
+
       rescue_status:
         description:
           - Ask for each dedicated server whether its rescue system is enabled, and set C(hetzner_rescue). That is

@@ -100,3 +100,14 @@ def test_the_execution_environment_gets_the_controller_libraries():
     assert not any("paramiko" in line for line in controller)
     plugins = glob.glob(os.path.join(ROOT, "plugins", "**", "*.py"), recursive=True)
     assert not [p for p in plugins if re.search(r"^\s*(import|from) paramiko", read(p), re.M)]
+
+
+def test_hetzner_fragments_describe_the_credentials_alike():
+    # The inventory's cloud:/robot: sections repeat the modules' credential suboptions (fragments merge shallowly).
+    from ansible_collections.ansinix.nixos.plugins.doc_fragments.hetzner import ModuleDocFragment as fragment
+
+    inventory = yaml.safe_load(fragment.INVENTORY)["options"]
+    for section, text in (("cloud", fragment.CLOUD), ("robot", fragment.ROBOT)):
+        module_auth = yaml.safe_load(text)["options"][section]["suboptions"]
+        listed = inventory[section]["suboptions"]
+        assert {name: listed[name] for name in module_auth} == module_auth
