@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Ansible's files in a directory that Nix builds from, for nix_build's warning.
 
 Nix copies a local (path:) flake's whole directory into the world-readable store, and a build on the
