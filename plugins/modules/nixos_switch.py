@@ -18,8 +18,10 @@ description:
   - Everything that changes the host (setting the profile, the activation, the rollbacks, pruning) is done by a
     runner on the host, detached from the SSH session (a C(systemd-run) unit where systemd is PID 1, a double-forked
     process in a session of its own otherwise). The module waits for it. Its output is kept in
-    C(/var/log/ansinix/switch-*.log), its state in C(/run/ansinix/switch-*/status.json). If the connection drops
-    mid-switch the runner still finishes, and the next run reports the truth (RV(last_activation)).
+    C(/var/log/ansinix/switch-*.log), its state in C(/run/ansinix/switch-*/status.json).
+  - If the connection drops mid-switch, the host is reported unreachable, with one line that says so, and the runner
+    still finishes. The task is not retried over another connection. Run it again. It waits for that switch under
+    the deploy lock and reports how it ended (RV(last_activation)).
   - When the activation fails, the host goes back to the previous generation by itself and the task fails
     with the failed units and the log (O(rollback_on_failure)).
   - Magic rollback. After a switch the host waits O(confirm_timeout) seconds for a confirmation that the
