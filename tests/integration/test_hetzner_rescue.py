@@ -280,7 +280,7 @@ def test_the_password_is_not_even_in_ansible_debug_output(api, tmp_path, api_kin
     out = play(api, tmp_path, args, "-vvv", env={"ANSIBLE_DEBUG": "1"})
     assert out.run.rc == 0, out.run
     assert "_low_level_execute_command() done" in out.output  # the debug output is there
-    [(kind, _, rescue)] = api.booted_log
+    [(kind, _server, rescue)] = api.booted_log
     assert kind == api_kind and out.password == rescue["password"]
     assert out.password not in out.output
     assert "sealed_root_password" not in out.result and "seal_key" not in str(out.result)

@@ -9,7 +9,7 @@ def test_only_the_key_it_was_sealed_to_opens_it():
     sealed = seal("rescue-s3cr3t-ü", public)
     assert "rescue" not in str(sealed) and set(sealed) == {"public", "data", "mac"}
     assert unseal(sealed, private) == "rescue-s3cr3t-ü"
-    other, _ = new_key_pair()
+    other = new_key_pair()[0]
     with pytest.raises(SealError, match="does not authenticate"):
         unseal(sealed, other)
 
@@ -31,5 +31,5 @@ def test_degenerate_public_values_are_refused(public):
 
 
 def test_each_seal_is_new():
-    _, public = new_key_pair()
+    public = new_key_pair()[1]
     assert seal("password", public)["data"] != seal("password", public)["data"]
