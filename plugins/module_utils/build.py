@@ -34,12 +34,15 @@ SPEC = dict(
         file=dict(type="path"),
         attr=dict(type="str"),
         nixos_configuration=dict(type="str"),
+        nixos_configurations=dict(type="list", elements="str"),
+        eval_chunk=dict(type="int", default=0),
         args=dict(type="dict", default={}),
         out_link=dict(type="path"),
         override_inputs=dict(type="dict", default={}),
         **NIX_ARGUMENT_SPEC
     ),
-    mutually_exclusive=[("flake", "file"), ("attr", "nixos_configuration")],
+    mutually_exclusive=[("flake", "file"), ("attr", "nixos_configuration", "nixos_configurations"),
+                        ("nixos_configuration", "nixos_configurations"), ("out_link", "nixos_configurations")],
     required_one_of=[("flake", "file")],
 )
 TOPLEVEL = ("config", "system", "build", "toplevel")
@@ -49,14 +52,32 @@ CONFIGURATION_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 ATTR_RE = re.compile(r'^(?:[A-Za-z0-9_\'-]+|"[^"\\$]+")(?:\.(?:[A-Za-z0-9_\'-]+|"[^"\\$]+"))*$')
 FLAKE_HINT = "write a directory, path:DIR, git+file:DIR, git+https://HOST/REPO or github:OWNER/REPO, then #ATTRIBUTE"
 
-# Selects `head` below `value`, gives it args, selects `rest` below that, and returns what building
-# needs. Messages name what exists. style "file": the value is a file's, called like nix-build does
-# (with { args = ...; } when there are args); "flake": an output, called with the data or extended
-# with the module argument ansinixArgs.
+# Gives a value its args: style "file" calls a file's function like nix-build does (with { args = ...; } when there
+# are args); "flake" calls an output that is a function with the data, or extends a NixOS configuration with the
+# module argument ansinixArgs.
+APPLY = r"""
+{ v, at, args, style, what }:
+let
+  inherit (builtins) concatStringsSep isAttrs isFunction;
+  show = p: if p == [ ] then "the top level" else concatStringsSep "." p;
+in
+if style == "file" then
+  (if isFunction v then v (if args == null then { } else { inherit args; })
+   else if args == null then v
+   else throw "${what} is not a function, so it cannot take args: start it with { args ? { }, ... }:")
+else if isFunction v then v (if args == null then { } else args)
+else if args == null then v
+else if isAttrs v && v ? extendModules then v.extendModules { modules = [ { _module.args.ansinixArgs = args; } ]; }
+else throw ("args were given, but ${show at} is neither a function nor a NixOS configuration "
+  + "(it has no extendModules): make it a function of the data, or drop args")
+"""
+
+# Selects `head` below `value`, gives it args (APPLY), selects `rest` below that, and returns what building
+# needs. Messages name what exists.
 SELECT = r"""
 { value, at, head, rest, args, style, what }:
 let
-  inherit (builtins) attrNames concatStringsSep elemAt foldl' genList hasAttr isAttrs isFunction length typeOf;
+  inherit (builtins) attrNames concatStringsSep elemAt foldl' genList hasAttr isAttrs length typeOf;
   show = p: if p == [ ] then "the top level" else concatStringsSep "." p;
   names = v: let n = attrNames v; in
     if length n > 20 then concatStringsSep ", " (genList (elemAt n) 20) + ", ..." else concatStringsSep ", " n;
@@ -69,16 +90,7 @@ let
     else { v = acc.v.${name}; at = acc.at ++ [ name ]; };
   reached = foldl' step { v = value; inherit at; } head;
   v = reached.v;
-  applied =
-    if style == "file" then
-      (if isFunction v then v (if args == null then { } else { inherit args; })
-       else if args == null then v
-       else throw "${what} is not a function, so it cannot take args: start it with { args ? { }, ... }:")
-    else if isFunction v then v (if args == null then { } else args)
-    else if args == null then v
-    else if isAttrs v && v ? extendModules then v.extendModules { modules = [ { _module.args.ansinixArgs = args; } ]; }
-    else throw ("args were given, but ${show reached.at} is neither a function nor a NixOS configuration "
-      + "(it has no extendModules): make it a function of the data, or drop args");
+  applied = (@APPLY@) { inherit v args style what; at = reached.at; };
   found = foldl' step { v = applied; at = reached.at; } rest;
   d = found.v;
 in
@@ -87,7 +99,7 @@ if isAttrs d && (d.type or null) == "derivation" then
   { drv_path = d.drvPath; out_path = d.outPath; output_name = d.outputName or "out"; }
 else
   throw "${show found.at} is a ${typeOf d}, not a derivation: name one to build, such as nixosConfigurations.NAME.config.system.build.toplevel"
-"""
+""".replace("@APPLY@", APPLY)
 
 
 def nix_string(text):
@@ -158,6 +170,24 @@ def default_out_link(params, attr, uid=None, environ=None):
     return os.path.join(default_gcroot_dir(uid, environ), root_label(params, attr))
 
 
+def current_root(out_link):
+    """The store path out_link points to now (None without one); NixError when something else is in its place."""
+    if not os.path.lexists(out_link):
+        return None
+    if not os.path.islink(out_link):
+        raise NixError("out_link %s exists and is no symlink: remove it or choose another out_link" % out_link)
+    return os.path.realpath(out_link)
+
+
+def make_parent(out_link):
+    parent = os.path.dirname(out_link)
+    try:
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o755)
+    except OSError as exc:
+        raise NixError("cannot create %s for out_link: %s; choose an out_link this user may write" % (parent, exc.strerror)) from None
+
+
 def split_flake_ref(flake):
     """'path#attr' -> ('path', 'attr'); a plain reference has no attribute."""
     ref, _sep, attr = flake.partition("#")
@@ -200,10 +230,10 @@ def flake_parts(attr):
     return parts[0], parts[1:cut], parts[cut:]
 
 
-def select(value, at, head, rest, args, style, what):
-    """The expression that applies SELECT."""
+def select(value, at, head, rest, args, style, what, function=None):
+    """The expression that applies SELECT (or function, a name bound to it)."""
     return "(%s) { value = (%s); at = %s; head = %s; rest = %s; args = %s; style = %s; what = %s; }" % (
-        SELECT, value, nix_list(at), nix_list(head), nix_list(rest), args, nix_string(style), nix_string(what))
+        function or SELECT, value, nix_list(at), nix_list(head), nix_list(rest), args, nix_string(style), nix_string(what))
 
 
 def args_from_file(path):
@@ -244,7 +274,8 @@ class Builder:
 
     # -- classic files -----------------------------------------------------------------------------
 
-    def _evaluate_file(self, attr, check_mode):
+    def _evaluate_file(self, check_mode, attr, expression):
+        """The JSON of expression(value, args, what), the file imported as value and its args (or null)."""
         if self.params.get("override_inputs"):
             raise NixError("override_inputs is for flakes; with file, use nix_path to choose where <nixpkgs> comes from")
         path = os.path.abspath(os.path.expanduser(self.params["file"]))
@@ -253,7 +284,7 @@ class Builder:
                            "(with delegate_to: localhost, the controller)" % (path, host_name()))
         self._check_source(os.path.dirname(path), "the directory of file")
         args = args_from_file(os.path.join(self._write_args()[0], "args.json")) if self.args else "null"
-        expr = select("import %s" % nix_string(path), [], [], attr_components(attr), args, "file", path)
+        expr = expression("import %s" % nix_string(path), args, path)
         # --eval is read-only: check mode writes not even a .drv; a build needs the .drv in the store.
         argv = ["--eval", "--strict", "--json", "--expr", expr] + ([] if check_mode else ["--read-write-mode"])
         rc, out, err = self.nix.run("nix-instantiate", argv, check=False)
@@ -264,7 +295,8 @@ class Builder:
 
     # -- flakes ------------------------------------------------------------------------------------
 
-    def _evaluate_flake(self, attr, check_mode):
+    def _evaluate_flake(self, check_mode, attr, expression):
+        """The JSON of expression(value, installable, args, what), value being the flake's output that attr starts with."""
         ref = split_flake_ref(self.params["flake"])[0]
         if not ref:
             raise NixError("flake %r has no reference before '#': %s" % (self.params["flake"], FLAKE_HINT))
@@ -281,9 +313,9 @@ class Builder:
         for name, target in sorted((self.params.get("override_inputs") or {}).items()):
             check_local_flake(str(target), what="override_inputs.%s" % name)
             argv += ["--override-input", str(name), flake_reference(str(target))]
-        installable, head, rest = flake_parts(attr)
+        installable = flake_parts(attr)[0]
         args = args_from_locked_directory(*self._write_args()) if self.args else "null"
-        apply = "v: " + select("v", [installable], head, rest, args, "flake", "flake '%s'" % ref)
+        apply = "v: " + expression("v", installable, args, "flake '%s'" % ref)
         rc, out, err = self.nix.run("nix", argv + ["%s#%s" % (ref, attr_text([installable])), "--apply", apply], check=False)
         if rc != 0:
             summary = error_summary(err)
@@ -322,9 +354,13 @@ class Builder:
         flake_attr = split_flake_ref(self.params["flake"])[1] if self.params.get("flake") else ""
         attr = attribute(self.params, flake_attr)
         if self.params.get("flake"):
-            evaluated = self._evaluate_flake(attr, check_mode)
+            head, rest = flake_parts(attr)[1:]
+            evaluated = self._evaluate_flake(check_mode, attr, lambda value, installable, args, what: select(
+                value, [installable], head, rest, args, "flake", what))
         else:
-            evaluated = self._evaluate_file(attr, check_mode)
+            parts = attr_components(attr)
+            evaluated = self._evaluate_file(check_mode, attr, lambda value, args, what: select(
+                value, [], [], parts, args, "file", what))
         check_store_path(evaluated["out_path"], "the evaluated outPath")
         return evaluated, attr
 
@@ -333,9 +369,7 @@ class Builder:
         out_path, drv = evaluated["out_path"], evaluated["drv_path"]
         out_link = self.params.get("out_link") or default_out_link(self.params, attr)
         already_valid = self.nix.is_valid(out_path)
-        root_before = os.path.realpath(out_link) if os.path.lexists(out_link) else None
-        if os.path.lexists(out_link) and not os.path.islink(out_link):
-            raise NixError("out_link %s exists and is no symlink: remove it or choose another out_link" % out_link)
+        root_before = current_root(out_link)
         result = {
             "changed": not already_valid or root_before != out_path,
             "out_path": out_path,
@@ -346,29 +380,10 @@ class Builder:
         }
         if check_mode:
             return result
-        parent = os.path.dirname(out_link)
-        try:
-            if parent and not os.path.isdir(parent):
-                os.makedirs(parent, mode=0o755)
-        except OSError as exc:
-            raise NixError("cannot create %s for out_link: %s; choose an out_link this user may write" % (parent, exc.strerror)) from None
+        make_parent(out_link)
         self.nix.realise("%s!%s" % (drv, evaluated["output_name"]), out_link=out_link, what=out_path)
         if not self.nix.is_valid(out_path):
             raise NixError("building %s succeeded, but the path is not valid in the store afterwards" % out_path)
         # Not checked: where out_link points now. Another run building the same configuration on this machine at the
         # same moment may have pointed it at its own result since; the last one keeps the link, both builds are valid.
         return result
-
-
-def run(module):
-    """The module's result: a dict, with failed and msg when the build failed."""
-    builder = Builder(nix_for(module), module.params)
-    try:
-        result = builder.build(module.check_mode)
-    except NixError as exc:
-        result = dict(exc.details, failed=True, msg=exc.msg)
-    finally:
-        builder.close()
-    for message in builder.warnings:
-        module.warn(message)
-    return result

@@ -376,13 +376,16 @@ class Nix:
             return []
         return [line for line in clean_output(out).splitlines() if line.strip()][-max_lines:]
 
-    def realise(self, drv, out_link=None, what=None):
-        """Build drv (quietly: Nix prints only the log tail of a failure); root it at out_link.
+    def realise(self, drv, out_link=None, what=None, keep_going=False):
+        """Build drv, or a list of them at once (quietly: Nix prints only the log tail of a failure); root it at
+        out_link (a list: out_link, out_link-2, ...).
 
         Returns the output paths. A failure raises NixError naming the derivation that failed,
         with the tail of its log.
         """
-        args = ["--realise", drv, "--quiet", "--no-build-output"]
+        args = ["--realise"] + ([drv] if isinstance(drv, str) else list(drv)) + ["--quiet", "--no-build-output"]
+        if keep_going:
+            args.append("--keep-going")
         if out_link:
             args += ["--add-root", out_link, "--indirect"]
         rc, out, err = self.run("nix-store", args, check=False)
@@ -391,7 +394,7 @@ class Nix:
             tail = (self.read_log(failed) if failed else []) or build_log_tail(err)
             last = (" Its last log line: %s." % one_line(tail[-1])) if tail else ""
             how = (" The whole log: nix-store --read-log %s" % failed) if failed else ""
-            raise NixError("building %s failed: %s.%s%s" % (what or drv, error_summary(err).rstrip(".;"), last, how),
+            raise NixError("building %s failed: %s.%s%s" % (what or args[1], error_summary(err).rstrip(".;"), last, how),
                            rc=rc, log_tail=tail, nix_error=error_block(err), failed_drv=failed)
         # With --add-root, nix prints the roots, not the store paths.
         return [os.path.realpath(line) for line in out.split() if line.startswith("/")]

@@ -68,8 +68,28 @@ options:
       - The name of a NixOS configuration. Builds C(nixosConfigurations.NAME.config.system.build.toplevel), of the
         flake's outputs or of the value of O(file) alike, so one layout serves both (see the examples for a classic
         file of that shape).
-      - Mutually exclusive with O(attr).
+      - Mutually exclusive with O(attr) and O(nixos_configurations).
     type: str
+  nixos_configurations:
+    description:
+      - Several NixOS configurations to build at once, by name. One Nix evaluation evaluates them all, so what they
+        share (nixpkgs, common modules) is evaluated once, and one build lets Nix build their systems in parallel
+        (as many at a time as the C(max-jobs) of O(options)). Each gets the same O(args) and its default root (see
+        O(out_link)).
+      - The results are in RV(out_paths). A configuration that fails to evaluate or build is in RV(errors), with its
+        own message; the others are built all the same, and the task fails naming the ones that failed.
+      - Only after the evaluation of all has failed does the module evaluate them one by one, to tell which one broke it.
+      - Mutually exclusive with O(attr), O(nixos_configuration) and O(out_link).
+    type: list
+    elements: str
+  eval_chunk:
+    description:
+      - With O(nixos_configurations), how many configurations one Nix evaluation takes at most. V(0) evaluates them all in
+        one process. Each NixOS configuration evaluated together adds to the memory of that one process (a few hundred
+        MiB for a typical server on nixpkgs); set a chunk size when the host running the task has too little for the
+        whole fleet.
+    type: int
+    default: 0
   args:
     description:
       - Data for the expression (inventory variables, lists of hosts...), passed purely as parsed JSON. There is no
@@ -183,6 +203,23 @@ EXAMPLES = r"""
 #     };
 #   }
 
+- name: Build a whole fleet in one evaluation, each system in parallel
+  ansinix.nixos.nix_build:
+    flake: "{{ playbook_dir }}/fleet"
+    nixos_configurations: [web1, web2, mon]
+    options:
+      max-jobs: auto
+  delegate_to: localhost
+  run_once: true
+  register: fleet
+  # The hosts of the configurations that built go on: each fails on its own configuration's error below.
+  failed_when: false
+
+- name: Fail the hosts whose configuration did not build, with its error
+  ansible.builtin.fail:
+    msg: "{{ fleet.errors[inventory_hostname] | default(fleet.msg) }}"
+  when: inventory_hostname not in fleet.out_paths | default({})
+
 - name: Only tell what would be built
   ansinix.nixos.nix_build:
     flake: "{{ playbook_dir }}/fleet"
@@ -203,26 +240,46 @@ EXAMPLES = r"""
 RETURN = r"""
 out_path:
   description: The store path of the result (in check mode, the one a build would produce).
-  returned: success
+  returned: success, with one configuration or attribute
   type: str
   sample: /nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-24.05
 drv_path:
   description: The derivation of RV(out_path). In check mode it is computed but not written to the store.
-  returned: success
+  returned: success, with one configuration or attribute
   type: str
   sample: /nix/store/phmg8z18dgk38a8alfgmmp1b7q5vj8ry-nixos-system-web1-24.05.drv
 already_valid:
   description:
     - Whether RV(out_path) was in this host's store before the task, so that nothing had to be built.
+    - With O(nixos_configurations), a dict of that for each configuration in RV(out_paths).
     - RV(ignore:changed) is false when it was and O(out_link) already pointed to it.
-  returned: success
-  type: bool
+  returned: success, with one configuration or attribute
+  type: raw
   sample: false
 out_link:
   description: The garbage collector root that keeps RV(out_path) alive (in check mode, the one it would be).
-  returned: success
+  returned: success, with one configuration or attribute
   type: str
   sample: /nix/var/nix/gcroots/ansinix/web1
+out_paths:
+  description: With O(nixos_configurations), the out path of each configuration that built (or would build, in check mode).
+  returned: success and failure, with O(nixos_configurations)
+  type: dict
+  sample: {"mon": "/nix/store/jd2q4x0v1w3ccyy9a9x3gkz4y8bl6m7y-nixos-system-mon-24.05"}
+drv_paths:
+  description: With O(nixos_configurations), the derivation of each configuration in RV(out_paths).
+  returned: success and failure, with O(nixos_configurations)
+  type: dict
+out_links:
+  description: With O(nixos_configurations), the garbage collector root of each configuration in RV(out_paths).
+  returned: success and failure, with O(nixos_configurations)
+  type: dict
+  sample: {"mon": "/nix/var/nix/gcroots/ansinix/mon"}
+errors:
+  description: With O(nixos_configurations), the one-line error of each configuration that failed to evaluate or build.
+  returned: success and failure, with O(nixos_configurations)
+  type: dict
+  sample: {"web1": "evaluating /srv/fleet/default.nix -A nixosConfigurations.web1.config.system.build.toplevel failed: undefined variable 'pkgs' at /srv/fleet/web1.nix:3:5"}
 nix_version:
   description: The version of Nix that evaluated and built.
   returned: success
@@ -243,7 +300,8 @@ log_tail:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ansinix.nixos.plugins.module_utils.build import SPEC, run
+from ansible_collections.ansinix.nixos.plugins.module_utils.build import SPEC
+from ansible_collections.ansinix.nixos.plugins.module_utils.build_fleet import run
 
 
 def main():

@@ -13,6 +13,7 @@ from ansinix_test.systems import FIXTURES_DIR
 FLEET = os.path.join(os.path.dirname(FIXTURES_DIR), "fleet.nix")
 SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
 HOWTO = os.path.join(REPO_ROOT, "examples", "howto")  # the variable files and playbooks docs/howto.md shows
+BUILD = "Build the batch's configurations in one evaluation, on the controller or the builder host"
 
 
 def howto(name):
@@ -61,9 +62,9 @@ def test_fleet_deploy_then_rerun_changes_nothing(fleet, run_playbook):
     keys = {"nixos_keys": {"api-token": {"content": "role-secret", "permissions": "0400"}}}
     run = run_playbook(SITE, args=args + extra_vars(**keys))
     assert run.rc == 0, str(run)
-    builds = task_results(run, "Build each configuration once, on the controller or the builder host")
+    builds = task_results(run, BUILD)
     # One build task run, for the two distinct configurations, although three hosts deploy.
-    assert len(builds) == 1 and [r["item"] for r in builds[0]["result"]["results"]] == ["mon", "web"]
+    assert len(builds) == 1 and sorted(builds[0]["result"]["out_paths"]) == ["mon", "web"]
     web_system = hosts["web1"].readlink("/run/current-system")
     assert web_system.endswith("-nixos-system-web-1") and hosts["web2"].readlink("/run/current-system") == web_system
     assert hosts["mon"].readlink("/run/current-system").endswith("-nixos-system-mon-1")
@@ -151,7 +152,7 @@ def test_failing_health_check_rolls_back(fleet, run_playbook):
     assert (st["user"], st["group"], st["mode"]) == ("root", "root", 0o440)
     assert hosts["web1"].read_file("/run/keys/grafana-token") == "role-secret"
     # The phases ran in the order of the deploy, each once.
-    phases = ["Build each configuration once, on the controller or the builder host", "Put the keys in place",
+    phases = [BUILD, "Put the keys in place",
               "Copy the store paths the host lacks", "Switch to the new system",
               "Hand the keys to owners the new system created", "Run the command checks on the host",
               "Request the HTTP checks from the controller"]
@@ -235,8 +236,8 @@ def test_builder_host(fleet, fresh_hosts, run_playbook, tmp_path):
     run = run_playbook(SITE, args=args + ["-e", "nixos_file=/srv/fleet/fleet.nix"] + extra_vars(
         nixos_build_on="builder", nixos_args={"version": version}))
     assert run.rc == 0, str(run)
-    builds = run.results("Build each configuration once, on the controller or the builder host")
-    assert len(builds) == 1 and [r["item"] for r in list(builds.values())[0]["results"]] == ["mon", "web"]
+    builds = run.results(BUILD)
+    assert len(builds) == 1 and sorted(list(builds.values())[0]["out_paths"]) == ["mon", "web"]
     system = hosts["web1"].readlink("/run/current-system")
     assert system.endswith("-nixos-system-web-" + version)
     assert builder.store_has(system) and not os.path.exists(system)  # built on the builder only
@@ -250,8 +251,7 @@ def test_phases_have_tags(fleet, run_playbook):
     version = "tags-%d" % os.getpid()
     run = run_playbook(SITE, args=args + ["--tags", "build,copy"] + extra_vars(nixos_args={"version": version}))
     assert run.rc == 0, str(run)
-    builds = run.result("Build each configuration once, on the controller or the builder host", "web1")["results"]
-    built = next(b["out_path"] for b in builds if b["item"] == "web")
+    built = run.result(BUILD, "web1")["out_paths"]["web"]
     assert hosts["web1"].store_has(built)  # copied
     assert hosts["web1"].generation() == 1 and hosts["web1"].readlink("/run/current-system") != built  # not switched
     assert not [e for e in run.events if e["task"] == "Switch to the new system"]

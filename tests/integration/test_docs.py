@@ -179,8 +179,8 @@ def test_fleet_everyday_commands_and_rollbacks(fresh_hosts, testhosts, tmp_path)
 
     first = shell.line(deploy)
     assert first.rc == 0, str(first)
-    builds = first.results("Build each configuration once, on the controller or the builder host")
-    assert len(builds) == 1 and [r["item"] for r in list(builds.values())[0]["results"]] == ["mon", "web"]
+    builds = first.results("Build the batch's configurations in one evaluation, on the controller or the builder host")
+    assert len(builds) == 1 and sorted(list(builds.values())[0]["out_paths"]) == ["mon", "web"]
     for name, host in hosts.items():
         assert system_of(host).endswith("-nixos-system-%s-24.05" % ("mon" if name == "mon" else "web"))
         assert host.generation() == 2
@@ -241,7 +241,7 @@ def test_fleet_pinned_by_path_and_by_input_override(fresh_hosts, testhosts, tmp_
     # Only the build's garbage collector root is new (a flake's has another name than a file's); nothing is
     # copied or switched.
     assert {e["task"] for e in by_input.events if e["result"].get("changed")} <= {
-        "Build each configuration once, on the controller or the builder host"}
+        "Build the batch's configurations in one evaluation, on the controller or the builder host"}
     assert not any(r["changed"] for r in by_input.results("Switch to the new system").values())
     assert {n: system_of(h) for n, h in hosts.items()} == systems
     assert json.loads((fleet / "nix" / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]["path"] != checkout  # untouched
