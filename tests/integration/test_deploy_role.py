@@ -102,6 +102,36 @@ def test_fleet_deploy_then_rerun_changes_nothing(fleet, run_playbook):
     assert all(h.generation() == 2 for h in hosts.values())
 
 
+def test_a_configuration_that_fails_to_evaluate_fails_only_its_hosts(fleet, run_playbook, tmp_path):
+    hosts, args = fleet
+    before = hosts["web2"].readlink("/run/current-system")
+    # fleet.nix with one more configuration, which fails to evaluate; web2 uses it.
+    broken = tmp_path / "broken-fleet.nix"
+    broken.write_text("""{ args ? { } }:
+let fleet = import %s { inherit args; }; in {
+  nixosConfigurations = fleet.nixosConfigurations // {
+    broken.config.system.build.toplevel = throw "the broken configuration fails on purpose";
+  };
+}
+""" % FLEET)
+    uses_it = tmp_path / "web2-broken.yml"
+    uses_it.write_text("all:\n  hosts:\n    web2: {nixos_configuration: broken}\n")
+    version = "partial-%d" % os.getpid()
+    run = run_playbook(SITE, args=args + ["-i", str(uses_it), "-e", "nixos_file=%s" % broken] + extra_vars(nixos_args={"version": version}))
+    assert run.rc != 0
+    # The other hosts got their systems; web2 kept its own.
+    assert hosts["web1"].readlink("/run/current-system").endswith("-nixos-system-web-" + version)
+    assert hosts["mon"].readlink("/run/current-system").endswith("-nixos-system-mon-" + version)
+    assert hosts["web2"].readlink("/run/current-system") == before and hosts["web2"].generation() == 1
+    # One build for the batch; web2 stops on its own configuration's error, in one line.
+    assert len(task_results(run, BUILD)) == 1
+    stopped = task_results(run, "Stop the hosts whose configuration did not build")
+    assert [(e["host"], e["status"]) for e in stopped if e["status"] != "skipped"] == [("web2", "failed")]
+    message = next(e for e in stopped if e["host"] == "web2")["result"]["msg"]
+    assert message.startswith("configuration broken: evaluating %s -A nixosConfigurations.broken.config.system.build.toplevel failed: "
+                              "error: the broken configuration fails on purpose" % broken) and "\n" not in message
+
+
 def test_build_on_target_uses_no_nix_on_the_controller(fleet, run_playbook, tmp_path):
     hosts, args = fleet
     # Every nix command on the controller's PATH records that it was called, and fails.

@@ -370,3 +370,54 @@ def test_no_nix_on_the_host_says_how_to_install_it(fresh_hosts, testhosts):
     assert "apt-get install nix-bin" in result["msg"] and "\n" not in result["msg"]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not host.exists("/nix/var/nix/gcroots/ansinix")
+
+
+# -- several configurations at once -------------------------------------------------------------------------
+
+def test_configurations_build_together_and_fail_alone(tmp_path):
+    """One evaluation and one build for all; a configuration that fails to evaluate or build fails alone."""
+    data = {"nonce": nonce()}
+    # A file whose configurations share a let at its top: its function is called once for all of them.
+    fleet = tmp_path / "fleet.nix"
+    fleet.write_text("""{ args ? { } }:
+let lib = import %s; in {
+  nixosConfigurations = {
+    good = lib.nixosLike "good-${args.nonce}" { ansinixArgs = args; };
+    unbuildable = { config.system.build.toplevel = lib.failing "unbuildable-${args.nonce}" 3; };
+    broken = { config.system.build.toplevel = throw "broken on purpose"; };
+  };
+}
+""" % os.path.join(FIXTURES, "lib.nix"))
+    results = build_locally(
+        ("Flake", {"flake": FIXTURES, "nixos_configurations": ["demo", "broken", "web1.example.org"], "args": data}),
+        ("File", {"file": str(fleet), "nixos_configurations": ["good", "unbuildable", "broken"], "args": data}),
+        ("Plan", {"file": str(fleet), "nixos_configurations": ["good"], "args": dict(data, nonce=nonce())}, {"check_mode": True}),
+        ("Chunks", {"flake": FIXTURES, "nixos_configurations": ["demo", "other", "broken"], "eval_chunk": 1}),
+    )
+    flake = results["Flake"]
+    assert flake["failed"] and sorted(flake["out_paths"]) == ["demo", "web1.example.org"]
+    assert read_json(flake["out_paths"]["demo"]) == {"configuration": "demo", "ansinixArgs": data}
+    assert read_json(flake["out_paths"]["web1.example.org"])["ansinixArgs"] == data
+    # Its own error, pointing into the flake's directory, as a build of it alone says.
+    assert list(flake["errors"]) == ["broken"]
+    assert "failed: error: undefined variable 'nosuchvariable' at %s:5:23" % EVAL_ERROR in flake["errors"]["broken"]
+    assert flake["msg"].startswith("1 configuration failed: broken: evaluating path:%s#nixosConfigurations.broken" % FIXTURES)
+
+    file = results["File"]
+    assert file["failed"] and list(file["out_paths"]) == ["good"] and valid(file["out_paths"]["good"])
+    assert read_json(file["out_paths"]["good"]) == {"configuration": "good-" + data["nonce"], "ansinixArgs": data}
+    assert file["already_valid"] == {"good": False} and file["changed"]
+    # Its root is a real GC root, made without a nix-store call of its own.
+    good, link = file["out_paths"]["good"], file["out_links"]["good"]
+    assert os.readlink(link) == good and link in nix("nix-store", "--query", "--roots", good).stdout
+    assert nix("nix-store", "--delete", good, check=False).returncode != 0 and valid(good)
+    assert "broken on purpose" in file["errors"]["broken"]
+    assert "-unbuildable-%s.drv' failed with exit code 3. Its last log line: this build fails on purpose." % data["nonce"] \
+        in file["errors"]["unbuildable"]
+    assert not [n for n in os.listdir("/tmp") if n.startswith(("ansinix-args-", "ansinix-roots-"))]
+
+    plan = ok(results["Plan"])
+    assert plan["changed"] is True and not valid(plan["out_paths"]["good"]) and plan["already_valid"] == {"good": False}
+
+    chunks = results["Chunks"]
+    assert sorted(chunks["out_paths"]) == ["demo", "other"] and list(chunks["errors"]) == ["broken"]
