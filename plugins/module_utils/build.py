@@ -23,7 +23,7 @@ import shutil
 import tempfile
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import (
-    NIX_ARGUMENT_SPEC, NixError, check_store_path, error_block, error_summary, flat_directory_nar_hash, host_name, nix_for,
+    NIX_ARGUMENT_SPEC, NixError, check_store_path, error_block, error_summary, flat_directory_nar_hash, host_name,
 )
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix_source import source_warning
 

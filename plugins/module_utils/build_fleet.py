@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ansinix.nixos contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """Building several NixOS configurations in one evaluation and one build (nix_build's nixos_configurations).
 
 One evaluator evaluates imports the configurations share (nixpkgs, common modules) once; one build lets Nix
