@@ -49,12 +49,16 @@ def fleet(tmp_path):
     path = tmp_path / "fleet.nix"
     path.write_text(FLEET)
 
+    made = []
+
     def builder(**params):
         commands = Recording()
         defaults = {"file": str(path), "args": {"nonce": os.urandom(6).hex()}, "eval_chunk": 0}
-        built = FleetBuilder(Nix(commands), dict(defaults, **params))
-        return built, commands
-    return builder
+        made.append(FleetBuilder(Nix(commands), dict(defaults, **params)))
+        return made[-1], commands
+    yield builder
+    for built in made:
+        built.close()  # the private directory of the args
 
 
 def test_chunks_of_the_configurations():
