@@ -165,6 +165,27 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
     assert again.changed() == {"bm1": 0}
     assert host.boot_id() == boot_id and host.generation() == 1
 
+    # Named for this run, the installed server is reset into the rescue system and installed again.
+    with FakeHetzner() as api:
+        assert api.robot.add_server(name="bm1")["server_number"] == server["server_number"]
+        api.robot.add_key("harness", harness_key(testhosts))
+        api.robot.rescue_host_keys = True
+        booted = []
+        api.on_reset = on_reset
+        args = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="robot",
+                         nixos_rescue_server=str(server["server_number"]), nixos_rescue_ssh_keys=[key["fingerprint"]],
+                         nixos_hetzner_robot={"endpoint": api.robot_url, "user": ROBOT_USER, "password": ROBOT_PASSWORD},
+                         nixos_disks=layout(disks))
+        with testhosts.serve_reboots():
+            reinstall = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_bootstrap_reinstall=bm1"])
+        assert reinstall.rc == 0, str(reinstall)
+        assert api.robot.resets == [(server["server_number"], "hw")] and len(booted) == 1
+    assert host.boot_id() != boot_id
+    # Built again with the facts gathered now, installed, and booted.
+    again_system = host.readlink("/run/current-system")
+    assert again_system.endswith("-nixos-system-bm1-1") and host.readlink("/run/booted-system") == again_system
+    assert host.read_file("/var/lib/ansinix/installed-system").strip() == again_system
+
 
 def test_rescue_install_through_cloud_on_one_disk(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
     """Built in the rescue system itself (nixos_build_on: target), with a host key kept in a vault."""
