@@ -14,11 +14,13 @@ python=$(ansinix_python "$core")
 # sanity tools get a venv of their own per version (their pins clash with ansible-lint's) and run --local in it.
 SANITY_VENV=$ANSINIX_ROOT/.venv-sanity
 [ "$core" = "$(ansinix_default_core)" ] || SANITY_VENV+="-$core"
-pin=$(grep '^ansible-core==' "$(ansinix_requirements "$core")")
+# ansible-core and the cryptography it imports, pinned as the tests pin them (no deprecation warnings).
+mapfile -t pins < <(grep -E '^(ansible-core|cryptography)==' "$(ansinix_requirements "$core")")
+pin="${pins[*]}"
 if [ ! -x "$SANITY_VENV/bin/python" ] || [ "$(cat "$SANITY_VENV/.core" 2>/dev/null)" != "$pin" ]; then
   rm -rf "$SANITY_VENV"
   "$python" -m venv "$SANITY_VENV"
-  "$SANITY_VENV/bin/pip" install -q --disable-pip-version-check "$pin" > "$SANITY_VENV.log" 2>&1 ||
+  "$SANITY_VENV/bin/pip" install -q --disable-pip-version-check "${pins[@]}" > "$SANITY_VENV.log" 2>&1 ||
     { cat "$SANITY_VENV.log" >&2; exit 1; }
   echo "$pin" > "$SANITY_VENV/.core"
 fi

@@ -80,8 +80,7 @@ class ActionModule(ActionBase):
             return ("nixos_keys will not run over the %s connection: it cannot send the module over stdin, so the keys "
                     "would be written to a file on the host; use the ssh connection" % connection.transport)
         become = connection.become
-        # ansible-core 2.19 says per become plugin (pipelining); 2.18 knew only that su cannot.
-        if become is not None and not getattr(become, "pipelining", become.name != "su"):
+        if become is not None and not become.pipelining:
             return "nixos_keys will not run with become method %s, which cannot pipeline; %s" % (become.name, fix)
         # ssh with a tty forced (-tt) cannot pipeline: the interpreter would read the module interactively.
         if getattr(connection, "_is_tty_requested", lambda: False)():

@@ -22,10 +22,18 @@ def recap(stdout):
     return {m.group(1): (int(m.group(2)), int(m.group(3))) for m in re.finditer(r"^(\w+)\s+: ok=(\d+)\s+changed=(\d+)", stdout, re.M)}
 
 
+def empty_task_headers(stdout):
+    """TASK headers with no host line under them (a task that ran for no host, printed anyway)."""
+    return re.findall(r"^(TASK \[[^\n]*)\n+(?=TASK \[|PLAY RECAP|PLAY \[)", stdout, re.M)
+
+
 def test_demo_deploys_then_changes_nothing():
     try:
         first = run_demo(DEPLOY)
         assert first.returncode == 0, first.stdout + first.stderr
+        # A first run is clean: no warning from our code or the pinned tools, no empty task headers.
+        assert not re.search(r"(?i)warning", first.stdout + first.stderr), first.stdout + first.stderr
+        assert empty_task_headers(first.stdout) == [], first.stdout
         # Copy and switch change every host; the build may find its result already in the store.
         assert {h: c >= 2 for h, (_ok, c) in recap(first.stdout).items()} == {"mon": True, "web1": True, "web2": True}
         hosts = TestHosts(prefix=DEMO_PREFIX)
