@@ -161,8 +161,10 @@ class FleetBuilder(Builder):
                 errors[name] = exc
                 del evaluated[name]
         invalid = set(self.nix.invalid_paths([e["out_path"] for e in evaluated.values()])) if evaluated else set()
-        if not check_mode and evaluated:
-            errors.update(self.realise_many(evaluated, links))
+        # A system already in the store and rooted at its link needs nothing (a rerun that changes nothing runs no build).
+        pending = {n: e for n, e in evaluated.items() if e["out_path"] in invalid or before[n] != e["out_path"]}
+        if not check_mode and pending:
+            errors.update(self.realise_many(pending, links))
         built = [n for n in names if n in evaluated and n not in errors]
         result = {
             "changed": any(evaluated[n]["out_path"] in invalid or before[n] != evaluated[n]["out_path"] for n in built),

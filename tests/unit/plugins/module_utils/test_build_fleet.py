@@ -134,3 +134,15 @@ def test_after_a_failed_build_each_failed_configuration_alone(fleet, tmp_path):
     assert os.readlink(links["a"]) == evaluated["a"]["out_path"] and not os.path.lexists(links["unbuildable"])
     realised = [c for c in commands.calls if c[:2] == ["nix-store", "--realise"]]
     assert len(realised) == 3 and "--keep-going" in realised[0]  # together; then a's root, unbuildable alone
+
+
+def test_a_rerun_runs_no_build(fleet):
+    builder, commands = fleet(nixos_configurations=["a", "b"])
+    first = builder.build_many(check_mode=False)
+    again, calls = fleet(nixos_configurations=["a", "b"], args=builder.args)
+    second = again.build_many(check_mode=False)
+    assert first["changed"] and not second["changed"] and second["out_paths"] == first["out_paths"]
+    assert second["already_valid"] == {"a": True, "b": True}
+    assert [c[:2] for c in calls.calls] == [["nix-store", "--version"], ["nix-instantiate", "--eval"], ["nix-store", "--check-validity"]]
+    for name, link in first["out_links"].items():
+        os.unlink(link)  # roots in Nix's gcroots directory: this test's systems need none
