@@ -4,7 +4,7 @@
 # Private to the ansinix.nixos collection: not an API for other collections; it may change in any release.
 """The rescue system of a Hetzner server: enable or disable it for the next boot, and reset the server.
 
-What the module hetzner_rescue does, as small functions over the clients of module_utils/hetzner.py:
+What hetzner_rescue does (its action plugin, on the controller), as small functions over the clients of module_utils/hetzner.py:
 find the server (id, number or name), the SSH keys (id, name or fingerprint), decide what has to
 change, and do it (or, in check mode, only say so), waiting for Cloud actions to finish.
 
@@ -20,7 +20,6 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.hetzner import (
     CLIENT_ARGUMENT_SPEC, CLOUD_ARGUMENT_SPEC, ROBOT_ARGUMENT_SPEC, HetznerError, cloud_client, robot_client,
 )
 from ansible_collections.ansinix.nixos.plugins.module_utils.host_keys import HostKeyError, public_key_line
-from ansible_collections.ansinix.nixos.plugins.module_utils.sealed import SealError, seal
 
 RESETS = ("none", "hardware", "software", "power")
 # Cloud: the actions each reset is made of; a server that is off is switched on instead.
@@ -39,8 +38,6 @@ ARGUMENT_SPEC = dict(
     reset=dict(type="str", default="none", choices=list(RESETS)),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=300),
-    # Set by the action plugin: the root password comes back sealed to it (module_utils/sealed.py).
-    seal_key=dict(type="str", no_log=False),
 )
 ARGUMENT_SPEC.update(CLOUD_ARGUMENT_SPEC)
 ARGUMENT_SPEC.update(ROBOT_ARGUMENT_SPEC)
@@ -250,24 +247,10 @@ def robot_rescue(client, params, check_mode=False):
 
 
 def run(params, check_mode=False, **client_kwargs):
-    """What the module returns, for its parameters; a HetznerError with one line for the user otherwise."""
+    """The task's result, for its parameters (ARGUMENT_SPEC, validated); a HetznerError with one line for the user otherwise."""
     if params["wait_timeout"] is not None and params["wait_timeout"] < 0:
         raise HetznerError("wait_timeout must be 0 or more seconds, got %d" % params["wait_timeout"])
     if params["api"] == "cloud":
         sleep = client_kwargs.get("sleep", time.sleep)
-        result = cloud_rescue(cloud_client(params, **client_kwargs), params, check_mode, sleep=sleep)
-    else:
-        result = robot_rescue(robot_client(params, **client_kwargs), params, check_mode)
-    return seal_password(result, params.get("seal_key"))
-
-
-def seal_password(result, seal_key):
-    """The result with its root password sealed to the action plugin's key, when it gave one."""
-    if not seal_key or not result.get("root_password"):
-        return result
-    try:
-        result["sealed_root_password"] = seal(result["root_password"], seal_key)
-    except SealError as exc:
-        raise HetznerError("seal_key is set by the action plugin, do not set it yourself (%s)" % exc)
-    result["root_password"] = None
-    return result
+        return cloud_rescue(cloud_client(params, **client_kwargs), params, check_mode, sleep=sleep)
+    return robot_rescue(robot_client(params, **client_kwargs), params, check_mode)

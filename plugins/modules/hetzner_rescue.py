@@ -16,8 +16,8 @@ description:
   - Returns the root password of the rescue system as RV(root_password), for later tasks. The result of a task
     that returns a password is hidden from Ansible's output (as with C(no_log)), while the registered variable
     holds all of it.
-  - Runs where the task runs, and only talks to the Hetzner APIs; use C(delegate_to=localhost) in a play on the
-    servers themselves.
+  - Runs on the controller (its action plugin does all of it, no module runs on a host), and only talks to the
+    Hetzner APIs. In a play on the servers themselves, C(delegate_to) is not needed, and changes nothing.
   - 'Idempotent where the APIs allow it. Robot: an active rescue system with the same O(rescue_type) and
     O(ssh_keys) is kept (and its password returned), another one is replaced. Cloud: enabling always makes a new
     password, so O(rescue=true) always reports a change. O(rescue=false) changes nothing when the rescue system
@@ -41,7 +41,8 @@ attributes:
     support: none
   action:
     support: full
-    details: The action plugin hides the result from Ansible's output when it holds a password.
+    details: The action plugin does all of the work, on the controller, and hides the result from Ansible's output
+      when it holds a password.
   action_group:
     description: Use C(group/ansinix.nixos.hetzner) in C(module_defaults) to set defaults for this module.
     membership:
@@ -103,18 +104,13 @@ options:
       - Seconds to wait for each Cloud action. When one runs longer, the task fails; the action goes on.
     type: int
     default: 300
-  seal_key:
-    description:
-      - Set by the module's action plugin, never by a task (a task that sets it fails). The rescue root password
-        comes back encrypted to this key and the action plugin opens it, so that not even C(ANSIBLE_DEBUG), which
-        prints every module's raw output, shows the password.
-    type: str
 notes:
   - The rescue root password, and the credentials, never appear in messages. With O(ssh_keys), log in with a key;
     the password works too.
-  - The root password never appears in output, not even with C(ANSIBLE_DEBUG=1). The credentials, when given as
-    options rather than in the environment, do appear there, as every module's options do (ansible-core prints
-    them with C(ANSIBLE_DEBUG)); never use C(ANSIBLE_DEBUG) with real credentials.
+  - Neither the root password nor the credentials appear in output, not even with C(ANSIBLE_DEBUG=1), which prints
+    every module's options and raw output. No module runs, so they never pass through one.
+  - The environment variables (E(HCLOUD_TOKEN), E(HROBOT_API_USER), ...) are read from the controller's
+    environment; the task keyword C(environment) does not set them.
 seealso:
   - name: Hetzner Cloud API, server actions
     description: enable_rescue, disable_rescue, reset, reboot, poweroff and poweron.
@@ -139,7 +135,6 @@ EXAMPLES = r"""
         robot:
           user: "{{ vault_hrobot_user }}"
           password: "{{ vault_hrobot_password }}"
-      delegate_to: localhost
       register: rescue
 
     - name: Wait for the rescue system to answer
@@ -163,7 +158,6 @@ EXAMPLES = r"""
     server: web1
     ssh_keys: [admin, deploy]
     reset: hardware
-  delegate_to: localhost
 
 # Leave the rescue system: disable it and reboot into the installed system.
 - name: Boot the installed system again
@@ -172,7 +166,6 @@ EXAMPLES = r"""
     server: web1
     rescue: false
     reset: software
-  delegate_to: localhost
 
 # Settings for every Hetzner module of the collection at once.
 - name: Robot credentials once
@@ -186,7 +179,6 @@ EXAMPLES = r"""
       ansinix.nixos.hetzner_rescue:
         api: robot
         server: 321
-      delegate_to: localhost
 """
 
 RETURN = r"""
@@ -270,21 +262,3 @@ would_reset:
   returned: in check mode
   type: str
 """
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.ansinix.nixos.plugins.module_utils.hetzner import HetznerError
-from ansible_collections.ansinix.nixos.plugins.module_utils.rescue import ARGUMENT_SPEC, run
-
-
-def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    try:
-        result = run(module.params, module.check_mode)
-    except HetznerError as exc:
-        module.fail_json(msg=exc.msg)
-    module.exit_json(**result)
-
-
-if __name__ == "__main__":
-    main()

@@ -23,8 +23,8 @@ PLAY = """
     - name: Rescue
       ansinix.nixos.hetzner_rescue:
         %(args)s
-        cloud: {endpoint: "%(cloud)s"}
-        robot: {endpoint: "%(robot)s"}
+        cloud: %(cloud)s
+        robot: %(robot)s
       register: booted
 
     - name: Use the password
@@ -71,9 +71,11 @@ class Run:
         self.status = [e["status"] for e in run.events if e["task"] == "Rescue"][0]
 
 
-def play(api, tmp_path, args, *options, env=None):
+def play(api, tmp_path, args, *options, env=None, cloud=None, robot=None):
+    """Run PLAY; `cloud` and `robot` are more of those options (credentials) besides the endpoints."""
     (tmp_path / "password").unlink(missing_ok=True)
-    text = PLAY % {"args": "\n        ".join(textwrap.dedent(args).strip().splitlines()), "cloud": api.cloud_url, "robot": api.robot_url, "tmp": tmp_path}
+    text = PLAY % {"args": "\n        ".join(textwrap.dedent(args).strip().splitlines()), "tmp": tmp_path,
+                   "cloud": json.dumps(dict(cloud or {}, endpoint=api.cloud_url)), "robot": json.dumps(dict(robot or {}, endpoint=api.robot_url))}
     extra = dict(CREDENTIALS)
     extra.update(env or {})
     return Run(harness.run_playbook(text, args=list(options), env=extra), tmp_path)
@@ -274,23 +276,48 @@ def test_play_on_the_server_delegates_and_takes_settings_from_the_action_group(a
     ("robot", "api: robot\nserver: dedi1\nssh_keys: [admin]\nreset: hardware"),
     ("cloud", "api: cloud\nserver: web1\nssh_keys: [admin]\nreset: hardware"),
 ])
-def test_the_password_is_not_even_in_ansible_debug_output(api, tmp_path, api_kind, args):
-    """ANSIBLE_DEBUG prints every module's raw output whatever no_log says: the password comes back sealed."""
+def test_neither_the_password_nor_the_credentials_are_in_ansible_debug_output(api, tmp_path, api_kind, args):
+    """ANSIBLE_DEBUG prints every module's arguments and raw output whatever no_log says: no module runs."""
     api.robot.rescue_host_keys = True
-    out = play(api, tmp_path, args, "-vvv", env={"ANSIBLE_DEBUG": "1"})
+    no_env = {"HCLOUD_TOKEN": "", "HROBOT_API_USER": "", "HROBOT_API_PASSWORD": "", "ANSIBLE_DEBUG": "1"}
+    out = play(api, tmp_path, args, "-vvv", env=no_env, cloud={"token": CLOUD_TOKEN}, robot={"user": ROBOT_USER, "password": ROBOT_PASSWORD})
     assert out.run.rc == 0, out.run
-    assert "_low_level_execute_command() done" in out.output  # the debug output is there
+    assert "_low_level_execute_command() done" in out.output  # the debug output is there (the copy task's module)
     [(kind, _server, rescue)] = api.booted_log
     assert kind == api_kind and out.password == rescue["password"]
     assert out.password not in out.output
-    assert "sealed_root_password" not in out.result and "seal_key" not in str(out.result)
+    assert CLOUD_TOKEN not in out.output and ROBOT_PASSWORD not in out.output
     if api_kind == "robot":
         assert [k.split()[0] for k in out.result["host_keys"]] == ["ssh-ed25519"]
     else:
         assert out.result["host_keys"] == []  # the Cloud API tells no host key
 
 
-def test_a_task_cannot_set_the_seal_key(api, tmp_path):
+def test_bad_options_fail_in_one_line_before_any_request(api, tmp_path):
     out = play(api, tmp_path, "api: robot\nserver: dedi1\nseal_key: '2'")
-    assert failed_with(out) == "seal_key is set by the action plugin of hetzner_rescue; remove it from the task"
-    assert changes(api) == []
+    assert failed_with(out) == ("Unsupported parameters for (ansinix.nixos.hetzner_rescue) module: seal_key. Supported parameters "
+                                "include: api, cloud, max_retries, max_wait, rescue, rescue_type, reset, robot, server, ssh_keys, "
+                                "timeout, wait, wait_timeout (os).")
+    out = play(api, tmp_path, "api: robot\nserver: dedi1\nwait_timeout: soon", robot={"password": "not-the-password-" + WRONG_TOKEN})
+    assert failed_with(out).startswith("argument 'wait_timeout' is of type") and WRONG_TOKEN not in out.output
+    assert api.requests == []
+
+
+def test_runs_on_the_controller_without_delegation_or_a_reachable_host(api, tmp_path):
+    """A play on a server that does not answer (the reason to boot its rescue system): no connection is made."""
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("dedi1 ansible_host=192.0.2.77 ansible_port=1 ansible_connection=ssh hetzner_id=321\n")
+    run = harness.run_playbook("""
+- hosts: dedi1
+  gather_facts: false
+  tasks:
+    - name: Rescue
+      ansinix.nixos.hetzner_rescue:
+        api: robot
+        server: "{{ hetzner_id }}"
+        reset: hardware
+        robot: {endpoint: "%s"}
+      register: booted
+""" % api.robot_url, args=["-i", str(inventory)], env=CREDENTIALS)
+    assert run.rc == 0, run
+    assert api.robot.resets == [(321, "hw")] and len(api.booted_log) == 1

@@ -179,19 +179,13 @@ def test_negative_wait_timeout_is_refused(api):
     assert err.value.msg == "wait_timeout must be 0 or more seconds, got -1" and api.requests == []
 
 
-def test_robot_host_keys_are_returned_checked_and_the_password_sealed(api):
-    from ansible_collections.ansinix.nixos.plugins.module_utils.sealed import new_key_pair, unseal
+def test_robot_host_keys_and_the_password_are_returned(api):
     api.robot.add_server(321, "dedi1")
     api.robot.rescue_host_keys = True
-    private, public = new_key_pair()
-    result = rescue.run(params(api, api="robot", server="321", seal_key=public))
+    result = rescue.run(params(api, api="robot", server="321"))
     told = api.robot.rescue[321]["host_key"][0]["key"]["data"]
     assert result["host_keys"] == [" ".join(told.split()[:2])]
-    assert result["root_password"] is None
-    assert unseal(result["sealed_root_password"], private) == api.robot.rescue[321]["password"]
-    # Without a key (a direct call), the password comes as it is.
-    again = rescue.run(params(api, api="robot", server="321"))
-    assert again["root_password"] == api.robot.rescue[321]["password"] and again["host_keys"] == result["host_keys"]
+    assert result["root_password"] == api.robot.rescue[321]["password"]
 
 
 @pytest.mark.parametrize("host_key, expected", [
@@ -206,9 +200,3 @@ def test_robot_host_key_forms(host_key, expected):
 def test_robot_host_key_that_is_no_key_fails():
     with pytest.raises(HetznerError, match="rescue host_key gave 2 lines"):
         rescue.robot_host_keys({"host_key": [{"key": {"data": make_public_key("x") + "\n@cert-authority * " + make_public_key("y")}}]})
-
-
-def test_a_seal_key_that_is_no_key_fails(api):
-    api.robot.add_server(321, "dedi1")
-    with pytest.raises(HetznerError, match="seal_key is set by the action plugin"):
-        rescue.run(params(api, api="robot", server="321", seal_key="1"))
