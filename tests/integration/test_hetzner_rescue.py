@@ -242,10 +242,12 @@ def test_an_action_that_runs_too_long_or_fails(api, tmp_path):
     assert json.dumps(out.recorded).count("rescue-") == 0  # the password of the enabled rescue is not in the failure
 
 
-def test_play_on_the_server_delegates_and_takes_settings_from_the_action_group(api, tmp_path):
-    """The way a bootstrap play uses it: hosts from an inventory, the API called from the controller."""
+@pytest.mark.parametrize("delegate", ["delegate_to: localhost", ""], ids=["delegated", "not-delegated"])
+def test_play_on_the_server_takes_settings_from_the_action_group_and_connects_to_no_host(api, tmp_path, delegate):
+    """The way a bootstrap play uses it: hosts from an inventory, the API called from the controller, with or
+    without delegate_to. The server does not answer (the reason to boot its rescue system): nothing connects to it."""
     inventory = tmp_path / "hosts.ini"
-    inventory.write_text("dedi1 ansible_host=192.0.2.77 hetzner_id=321\n")
+    inventory.write_text("dedi1 ansible_host=192.0.2.77 ansible_port=1 ansible_connection=ssh hetzner_id=321\n")
     run = harness.run_playbook("""
 - hosts: dedi1
   gather_facts: false
@@ -259,13 +261,13 @@ def test_play_on_the_server_delegates_and_takes_settings_from_the_action_group(a
         api: robot
         server: "{{ hetzner_id }}"
         reset: hardware
-      delegate_to: localhost
+      %s
       register: booted
 
     - name: Length
       ansible.builtin.debug:
         msg: "{{ booted.root_password | length }}"
-""" % api.robot_url, args=["-i", str(inventory), "-v"], env=CREDENTIALS)
+""" % (api.robot_url, delegate), args=["-i", str(inventory), "-v"], env=CREDENTIALS)
     assert run.rc == 0, run
     assert api.robot.resets == [(321, "hw")] and api.booted_log[0][2]["authorized_keys"] == [api.admin_key]
     assert str(run.result("Length", "dedi1")["msg"]) == str(len(api.booted_log[0][2]["password"]))
@@ -302,22 +304,3 @@ def test_bad_options_fail_in_one_line_before_any_request(api, tmp_path):
     assert failed_with(out).startswith("argument 'wait_timeout' is of type") and WRONG_TOKEN not in out.output
     assert api.requests == []
 
-
-def test_runs_on_the_controller_without_delegation_or_a_reachable_host(api, tmp_path):
-    """A play on a server that does not answer (the reason to boot its rescue system): no connection is made."""
-    inventory = tmp_path / "hosts.ini"
-    inventory.write_text("dedi1 ansible_host=192.0.2.77 ansible_port=1 ansible_connection=ssh hetzner_id=321\n")
-    run = harness.run_playbook("""
-- hosts: dedi1
-  gather_facts: false
-  tasks:
-    - name: Rescue
-      ansinix.nixos.hetzner_rescue:
-        api: robot
-        server: "{{ hetzner_id }}"
-        reset: hardware
-        robot: {endpoint: "%s"}
-      register: booted
-""" % api.robot_url, args=["-i", str(inventory)], env=CREDENTIALS)
-    assert run.rc == 0, run
-    assert api.robot.resets == [(321, "hw")] and len(api.booted_log) == 1
