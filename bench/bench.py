@@ -358,7 +358,7 @@ in
                           " that takes about %.1f s to evaluate, as nixpkgs would. Both sides find every system built (warm store)"
                           " and evaluate everything (no evaluation cache: `nix build -f` of a file has none, and it runs with"
                           " eval-cache false). The build task is the role's one nix_build of the batch, its time from its start to its"
-                          " result; the whole run adds Ansible's start-up and the phase's other two tasks." % seconds)
+                          " result; the whole run adds Ansible's start-up and the phase's other two tasks." % cost)
 
     # -- report -------------------------------------------------------------------------------------------------
 
