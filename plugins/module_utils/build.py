@@ -354,9 +354,9 @@ class Builder:
         flake_attr = split_flake_ref(self.params["flake"])[1] if self.params.get("flake") else ""
         attr = attribute(self.params, flake_attr)
         if self.params.get("flake"):
-            head, rest = flake_parts(attr)[1:]
+            # flake_parts only once _evaluate_flake has checked that there is an attribute.
             evaluated = self._evaluate_flake(check_mode, attr, lambda value, installable, args, what: select(
-                value, [installable], head, rest, args, "flake", what))
+                value, [installable], flake_parts(attr)[1], flake_parts(attr)[2], args, "flake", what))
         else:
             parts = attr_components(attr)
             evaluated = self._evaluate_file(check_mode, attr, lambda value, args, what: select(
