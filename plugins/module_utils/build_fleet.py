@@ -65,8 +65,8 @@ def checked(evaluated, names):
 
 
 def failure_message(errors):
-    return "%d configuration%s failed: %s" % (len(errors), "" if len(errors) == 1 else "s",
-                                             "; ".join("%s: %s" % (name, one_line(msg)) for name, msg in sorted(errors.items())))
+    each = "; ".join("%s: %s" % (name, one_line(msg)) for name, msg in sorted(errors.items()))
+    return "%d configuration%s failed: %s" % (len(errors), "" if len(errors) == 1 else "s", each)
 
 
 class FleetBuilder(Builder):

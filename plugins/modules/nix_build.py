@@ -279,7 +279,9 @@ errors:
   description: With O(nixos_configurations), the one-line error of each configuration that failed to evaluate or build.
   returned: success and failure, with O(nixos_configurations)
   type: dict
-  sample: {"web1": "evaluating /srv/fleet/default.nix -A nixosConfigurations.web1.config.system.build.toplevel failed: undefined variable 'pkgs' at /srv/fleet/web1.nix:3:5"}
+  sample:
+    web1: "evaluating /srv/fleet/default.nix -A nixosConfigurations.web1.config.system.build.toplevel failed: undefined variable 'pkgs' at
+      /srv/fleet/web1.nix:3:5"
 nix_version:
   description: The version of Nix that evaluated and built.
   returned: success

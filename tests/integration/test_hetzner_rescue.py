@@ -303,4 +303,3 @@ def test_bad_options_fail_in_one_line_before_any_request(api, tmp_path):
     out = play(api, tmp_path, "api: robot\nserver: dedi1\nwait_timeout: soon", robot={"password": "not-the-password-" + WRONG_TOKEN})
     assert failed_with(out).startswith("argument 'wait_timeout' is of type") and WRONG_TOKEN not in out.output
     assert api.requests == []
-
