@@ -3,7 +3,8 @@
 It speaks their documented JSON, so the real client code runs against it unchanged:
 
 - Cloud (under ``/v1``, bearer token): ``GET /servers`` with ``name``, ``label_selector``, ``status``,
-  ``page``/``per_page`` and ``meta.pagination``; ``GET /servers/{id}``; ``GET /networks``;
+  ``page``/``per_page`` and ``meta.pagination``; ``GET /servers/{id}``; ``GET /networks``; ``GET /locations``
+  (with ``name``: fsn1, nbg1 and hel1, what hetzner.hcloud's inventory asks to check the token);
   ``GET /ssh_keys`` (with ``name``, ``fingerprint``, ``label_selector``) and ``GET /ssh_keys/{id}``;
   ``POST /servers/{id}/actions/enable_rescue``, ``disable_rescue``, ``reset``, ``reboot``,
   ``poweroff``, ``poweron``; ``GET /actions/{id}``; the ``RateLimit-*`` headers on every answer and
@@ -66,6 +67,9 @@ CLOUD_TOKEN = "test-cloud-token-0123456789"
 ROBOT_USER = "#ws+testuser"
 ROBOT_PASSWORD = "robot-secret-pw"
 LOCATIONS = ["fsn1", "nbg1", "hel1"]
+# A location as the API shows it (GET /locations, and inside a server): (city, country, latitude, longitude).
+_PLACES = {"fsn1": ("Falkenstein", "DE", 50.47612, 12.370071), "nbg1": ("Nuremberg", "DE", 49.452102, 11.076665),
+           "hel1": ("Helsinki", "FI", 60.169855, 24.938379)}
 CLOUD_STATUSES = ("initializing", "starting", "running", "stopping", "off", "deleting", "migrating", "rebuilding", "unknown")
 
 # One recorded request: method, path (with the /v1 or /robot prefix), query ({name: [values]}),
@@ -111,6 +115,13 @@ def _key_facts(public_key):
     """(type, size in bits) of an OpenSSH public key, as Robot lists them."""
     kind = public_key.split()[0]
     return {"ssh-ed25519": ("ED25519", 256), "ssh-rsa": ("RSA", 4096)}.get(kind, (kind.upper(), 256))
+
+
+def location_object(name):
+    """A location as GET /locations lists it; one this fake does not know gets id 99 in Falkenstein's zone."""
+    city, country, latitude, longitude = _PLACES.get(name, (name.upper(), "DE", 50.47612, 12.370071))
+    return {"id": LOCATIONS.index(name) + 1 if name in LOCATIONS else 99, "name": name, "description": city + " DC Park 1",
+            "country": country, "city": city, "latitude": latitude, "longitude": longitude, "network_zone": "eu-central"}
 
 
 def _rescue_password():
@@ -212,8 +223,7 @@ class CloudState:
             network = network if isinstance(network, dict) else self.network(network)
             private.append({"network": network["id"], "ip": ip, "alias_ips": [], "mac_address": "86:00:00:00:%02x:%02x" % divmod(index % 65536, 256)})
             network["servers"].append(server_id)
-        location_object = {"id": LOCATIONS.index(location) + 1 if location in LOCATIONS else 99, "name": location,
-                           "city": location.upper(), "country": "DE", "network_zone": "eu-central"}
+        location_ = location_object(location)
         server = {
             "id": server_id,
             "name": name or "cloud%03d" % index,
@@ -229,9 +239,9 @@ class CloudState:
             "server_type": {"id": 22, "name": server_type, "description": server_type.upper(), "cores": 2, "memory": 4.0,
                             "disk": 40, "architecture": "x86", "cpu_type": "shared"},
             # Datacenters are being phased out of the API; servers carry their location directly too.
-            "datacenter": {"id": 10 + location_object["id"], "name": location + "-dc14", "description": location + " DC14",
-                           "location": location_object},
-            "location": location_object,
+            "datacenter": {"id": 10 + location_["id"], "name": location + "-dc14", "description": location + " DC14",
+                           "location": location_},
+            "location": location_,
             "image": {"id": 114690387, "type": "system", "name": image, "description": image.replace("-", " ").title(),
                       "os_flavor": image.split("-")[0], "os_version": image.split("-")[-1]} if image else None,
             "iso": None,
@@ -569,6 +579,9 @@ class FakeHetzner:
                     name = query.get("name", [None])[0]
                     items = state.select(query.get("label_selector", [""])[0], statuses, name) if path == "/servers" else state.networks
                     return 200, self.page(parts[0], items, query)
+                if request.method == "GET" and path == "/locations":
+                    name = query.get("name", [None])[0]
+                    return 200, self.page("locations", [location_object(n) for n in LOCATIONS if name in (None, n)], query)
                 if request.method == "GET" and path == "/ssh_keys":
                     name, fingerprint_ = query.get("name", [None])[0], query.get("fingerprint", [None])[0]
                     items = [k for k in state.ssh_keys if name in (None, k["name"]) and fingerprint_ in (None, k["fingerprint"])
