@@ -117,6 +117,14 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
     host = machine(fresh_hosts, "bm1", [700, 700])
     disks = host.disks()
     boot_id = host.boot_id()
+
+    def robot_inventory(api):
+        """bm1 through this fake Robot API (each FakeHetzner has its own endpoint)."""
+        return inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="robot",
+                         nixos_rescue_server=str(server["server_number"]), nixos_rescue_ssh_keys=[key["fingerprint"]],
+                         nixos_hetzner_robot={"endpoint": api.robot_url, "user": ROBOT_USER, "password": ROBOT_PASSWORD},
+                         nixos_disks=layout(disks))
+
     with FakeHetzner() as api:
         server = api.robot.add_server(name="bm1")
         key = api.robot.add_key("harness", harness_key(testhosts))
@@ -129,10 +137,7 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
             host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None,
                              rescue_host_key=rescue and rescue["host_private_key"])
         api.on_reset = on_reset
-        args = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="robot",
-                         nixos_rescue_server=str(server["server_number"]), nixos_rescue_ssh_keys=[key["fingerprint"]],
-                         nixos_hetzner_robot={"endpoint": api.robot_url, "user": ROBOT_USER, "password": ROBOT_PASSWORD},
-                         nixos_disks=layout(disks))
+        args = robot_inventory(api)
         with testhosts.serve_reboots():
             run = run_playbook(BOOTSTRAP, args=args)
         assert run.rc == 0, str(run)
@@ -172,10 +177,7 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
         api.robot.rescue_host_keys = True
         booted = []
         api.on_reset = on_reset
-        args = inventory(tmp_path, testhosts, "bm1", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="robot",
-                         nixos_rescue_server=str(server["server_number"]), nixos_rescue_ssh_keys=[key["fingerprint"]],
-                         nixos_hetzner_robot={"endpoint": api.robot_url, "user": ROBOT_USER, "password": ROBOT_PASSWORD},
-                         nixos_disks=layout(disks))
+        args = robot_inventory(api)
         with testhosts.serve_reboots():
             reinstall = run_playbook(BOOTSTRAP, args=args + ["-e", "nixos_bootstrap_reinstall=bm1"])
         assert reinstall.rc == 0, str(reinstall)
