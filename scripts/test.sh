@@ -20,11 +20,13 @@ step() {
 
 # The ansible-core versions meta/runtime.yml claims, each tested (scripts/venv.sh makes their venvs):
 # the oldest runs every step; the newest also runs the integration tests of the modules, whose
-# action plugins lean most on ansible-core (connections, become, file transfers).
+# action plugins lean most on ansible-core (connections, become, file transfers), and of the deploy
+# role (includes, rolling batches, health-check rollback, reboots).
 CORES=(2.19 2.20 2.21)
 NEWEST=${CORES[-1]}
 MODULE_TESTS=(tests/integration/test_nix_copy_closure.py tests/integration/test_nixos_switch.py
-              tests/integration/test_nixos_keys.py tests/integration/test_deploy_modules.py)
+              tests/integration/test_nixos_keys.py tests/integration/test_deploy_modules.py
+              tests/integration/test_deploy_role.py)
 
 with_core() {  # CORE COMMAND...: run COMMAND with that ansible-core's venv first on PATH
   local venv
@@ -74,7 +76,7 @@ step "ansible-lint" lint_roles_and_playbooks
 step "changelog lint" antsibull-changelog lint
 step "collection build" build_collection
 step "integration tests (ansible-core ${CORES[0]})" pytest tests/integration
-step "integration tests of the modules (ansible-core $NEWEST)" module_tests_on "$NEWEST"
+step "integration tests of the modules and the deploy role (ansible-core $NEWEST)" module_tests_on "$NEWEST"
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then
