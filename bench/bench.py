@@ -4,6 +4,7 @@
     ./bench/run --quick      a tiny run (what the test suite does to check it still works)
     ./bench/run --only fleet-build    only the rows of 6 (no test hosts), merged into RESULTS.md
     ./bench/run --only inventory      only the rows of 5 (no test hosts), merged into RESULTS.md
+    ./bench/run --only rerun          only the rows of 2 (8 test hosts), merged into RESULTS.md
 
 Row 5 compares the inventory plugin with hetzner.hcloud's. The first run installs that collection (from the `ansible`
 package on PyPI, which bundles it) and the libraries it needs under .build/bench-hcloud, never into the venv.
@@ -36,7 +37,7 @@ SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
 MIB = 1024 * 1024
 FLEET_BUILD = "Build the batch's configurations in one evaluation, on the controller or the builder host"
 # The rows each --only measures: its section of the report.
-ONLY = {"fleet-build": "6.", "inventory": "5."}
+ONLY = {"fleet-build": "6.", "inventory": "5.", "rerun": "2."}
 # The yardstick of the inventory (5): hetzner.hcloud 5.4.0, as the `ansible` package for ansible-core 2.19 bundles it,
 # and the libraries its inventory plugin imports (it vendors the hcloud library itself). All pinned, no dependency
 # resolved at install time.
@@ -108,6 +109,16 @@ class Bench:
     def row(self, what, ratio, target, detail, met=None):
         self.rows.append((what, ratio, target, detail, met))
         print("%-60s %s" % (what, detail), flush=True)
+
+    def with_hosts(self, names, measure):
+        """Run measure(names) on fresh test hosts of a base system, stopped afterwards."""
+        try:
+            self.hosts.stop()
+            base = build_system(name="base")
+            self.hosts.start(names, options={n: {"system": base} for n in names})
+            measure(names)
+        finally:
+            self.hosts.stop()
 
     # -- 1 and 3: a fresh deploy of a new generation ----------------------------------------------------
 
@@ -187,8 +198,11 @@ wait
         def ours():
             runs.append(self.ansible_deploy(names, version))
 
+        floor_task = []
+
         def floor():
-            check(run_playbook(floor_play, hosts=self.hosts, args=["-l", ",".join(names)]), "the floor playbook")
+            run = check(run_playbook(floor_play, hosts=self.hosts, args=["-l", ",".join(names)]), "the floor playbook")
+            floor_task.append(max(run.seconds("One command").values()))
 
         f = median_of(rounds, floor)
         o = median_of(rounds, ours)
@@ -197,6 +211,15 @@ wait
         self.row("2. no-change rerun on %d hosts" % len(names), o / f, "<= 1.5",
                  "%.1f s vs one-command playbook %.1f s: %.2fx; %d NAR bytes sent, %d activations" % (o, f, o / f, sent, activations),
                  o / f <= 1.5 and sent == 0 and activations == 0)
+        # Where the rerun's time goes beyond the floor's: each task's slowest host, the median over the rounds.
+        slowest = {}
+        for r in runs:
+            for task in dict.fromkeys(e["task"] for e in r.events):
+                slowest.setdefault(task, []).append(max(r.seconds(task).values()))
+        tasks = sorted(((statistics.median(s), t) for t, s in slowest.items()), reverse=True)
+        self.row("2. the rerun's tasks, slowest host each", sum(s for s, _t in tasks) / f, "-", "%.1f s in %d tasks (the floor: %.2f s in its one): %s" % (
+            sum(s for s, _t in tasks), len(tasks), statistics.median(floor_task),
+            "; ".join("%s %.2f s" % (t, s) for s, t in tasks[:4])))
 
     # -- 4: a large closure -------------------------------------------------------------------------------------
 
@@ -465,6 +488,7 @@ in
             intro = [line for line in old_intro if not line.startswith("Rows of %s" % self.args.only)] + [
                 "", "Rows of %s (%s) by `./bench/run --only %s` on %s in %.0f s (%s)." % (
                     self.args.only, section, self.args.only, when, elapsed, self.describe())]
+        intro = [line for i, line in enumerate(intro) if line or (i and intro[i - 1])]  # one blank line between paragraphs
         lines = ["# Benchmark results", ""] + intro + ["", "| measurement | ratio | target | met | details |", "|---|---|---|---|---|"]
         lines += rows + ["", "## Notes", ""] + notes
         changes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "changes.md")
@@ -492,6 +516,8 @@ in
         load = "load average %.1f at the start, 2 cores shared with other work" % self.load
         if a.only == "inventory":
             return "%d Cloud servers, %d rounds; %s" % (a.servers, a.rounds, load)
+        if a.only == "rerun":
+            return "%d hosts, %d rounds; %s" % (a.hosts, a.rounds, load)
         if a.only:
             return "fleets of %s configurations, %d rounds; %s" % (", ".join(map(str, a.fleets)), a.rounds, load)
         return "%d hosts, closures of %s MiB, %d Cloud servers, fleets of %s configurations, %d rounds; %s" % (
@@ -508,7 +534,7 @@ def main(argv=None):
     parser.add_argument("--fleets", type=lambda s: [int(x) for x in s.split(",")], default=[12, 48],
                         help="configurations of the fleet builds (6)")
     parser.add_argument("--import-seconds", type=float, default=1.0, help="what the fleets' shared import costs to evaluate")
-    parser.add_argument("--only", choices=sorted(ONLY), help="measure only these rows (fleet-build: 6., inventory: 5.), and merge"
+    parser.add_argument("--only", choices=sorted(ONLY), help="measure only these rows (fleet-build: 6., inventory: 5., rerun: 2.), and merge"
                         " them into --output")
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "bench", "RESULTS.md"))
     args = parser.parse_args(argv)
@@ -522,24 +548,22 @@ def main(argv=None):
     if args.only:
         if args.only == "fleet-build":
             bench.fleet_build(args.fleets, args.rounds, args.import_seconds)
+        elif args.only == "rerun":
+            bench.with_hosts(["b%d" % i for i in range(args.hosts)], lambda names: bench.no_change_rerun(names, args.rounds))
         else:
             bench.inventory(args.servers, args.rounds)
         bench.write(args.output, started, time.time() - started)
         print("wrote %s" % args.output)
         return 0
-    names = ["b%d" % i for i in range(args.hosts)]
-    try:
-        bench.hosts.stop()
-        base = build_system(name="base")
-        bench.hosts.start(names, options={n: {"system": base} for n in names})
+    def everything(names):
         bench.fresh_deploy(names, args.rounds)
         bench.no_change_rerun(names, args.rounds)
         bench.bytes_for_changed_package(names)
         bench.large_closure(args.sizes, args.rounds)
         bench.inventory(args.servers, args.rounds)
         bench.fleet_build(args.fleets, args.rounds, args.import_seconds)
-    finally:
-        bench.hosts.stop()
+
+    bench.with_hosts(["b%d" % i for i in range(args.hosts)], everything)
     bench.notes += [
         "The deploy runs use the role's defaults, magic rollback included: each switch waits for a confirmation over a"
         " new SSH connection, which the hand-written script does not do.",
