@@ -16,6 +16,7 @@ selects the attribute with messages naming what exists. args reach the expressio
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -166,8 +167,24 @@ def default_gcroot_dir(uid=None, environ=None, writable=None):
     return os.path.join(state, "ansinix", "gcroots")
 
 
+def source_label(params):
+    """The directory of a source's default roots: its last two path components (or the flake reference) and a
+    hash of where it is, so a configuration `web` of two projects (or two checkouts) on one machine gets two roots
+    instead of re-pointing one root back and forth."""
+    if params.get("flake"):
+        ref = split_flake_ref(params["flake"])[0]
+        where = os.path.abspath(os.path.expanduser(ref)) if is_local_ref(ref) else ref
+    elif params.get("file"):
+        where = os.path.dirname(os.path.abspath(os.path.expanduser(params["file"])))
+    else:
+        return ""
+    name = "-".join(part for part in re.split(r"[/:]+", where)[-2:] if part)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".-")[:48] or "source"
+    return "%s-%s" % (name, hashlib.sha256(where.encode("utf-8")).hexdigest()[:8])
+
+
 def default_out_link(params, attr, uid=None, environ=None):
-    return os.path.join(default_gcroot_dir(uid, environ), root_label(params, attr))
+    return os.path.join(default_gcroot_dir(uid, environ), source_label(params), root_label(params, attr))
 
 
 def current_root(out_link):

@@ -154,7 +154,7 @@ class FleetBuilder(Builder):
         evaluated, errors = self.evaluate_many(names, check_mode)
         links, before = {}, {}
         for name in list(evaluated):
-            links[name] = default_out_link({"nixos_configuration": name}, "")
+            links[name] = default_out_link(dict(self.params, nixos_configuration=name), "")
             try:
                 before[name] = current_root(links[name])
             except NixError as exc:

@@ -115,10 +115,12 @@ options:
     description:
       - Path of the garbage collector root that keeps the result alive, a symlink to RV(out_path) registered
         with Nix (C(nix-store --add-root)). It survives reboots and C(nix-collect-garbage) until it is replaced.
-      - Defaults to C(/nix/var/nix/gcroots/ansinix/NAME) where this user may write there (root, single-user
-        installs), else to C(~/.local/state/ansinix/gcroots/NAME) (C($XDG_STATE_HOME) when set). NAME is
-        O(nixos_configuration) (or the NAME of an O(attr) of that form), else the attribute, else V(result). So
-        rebuilding a configuration replaces its root, and the result it built before can be collected.
+      - Defaults to C(/nix/var/nix/gcroots/ansinix/SOURCE/NAME) where this user may write there (root, single-user
+        installs), else to C(~/.local/state/ansinix/gcroots/SOURCE/NAME) (C($XDG_STATE_HOME) when set). SOURCE
+        names the flake or the file's directory (its last two path components and a hash of the whole), so two
+        projects with a configuration of the same name keep two roots. NAME is O(nixos_configuration) (or the NAME
+        of an O(attr) of that form), else the attribute, else V(result). So rebuilding a configuration replaces its
+        root, and the result it built before can be collected.
     type: path
 notes:
   - Requires Nix on the host the task runs on. Flakes need Nix 2.4 or newer; the experimental features
@@ -260,7 +262,7 @@ out_link:
   description: The garbage collector root that keeps RV(out_path) alive (in check mode, the one it would be).
   returned: success, with one configuration or attribute
   type: str
-  sample: /nix/var/nix/gcroots/ansinix/web1
+  sample: /nix/var/nix/gcroots/ansinix/fleet-nix-3f2a9c1e/web1
 out_paths:
   description: With O(nixos_configurations), the out path of each configuration that built (or would build, in check mode).
   returned: success and failure, with O(nixos_configurations)
@@ -274,7 +276,7 @@ out_links:
   description: With O(nixos_configurations), the garbage collector root of each configuration in RV(out_paths).
   returned: success and failure, with O(nixos_configurations)
   type: dict
-  sample: {"mon": "/nix/var/nix/gcroots/ansinix/mon"}
+  sample: {"mon": "/nix/var/nix/gcroots/ansinix/fleet-nix-3f2a9c1e/mon"}
 errors:
   description: With O(nixos_configurations), the one-line error of each configuration that failed to evaluate or build.
   returned: success and failure, with O(nixos_configurations)

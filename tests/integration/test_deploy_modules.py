@@ -216,7 +216,8 @@ def test_nix_build_on_the_target_and_on_the_controller(host, run_playbook):
     on_target = run.result("On the target", "dm1")
     assert on_target["changed"] and on_target["out_path"].endswith("-nixos-system-built-on-target-3")
     assert host.store_has(on_target["out_path"])
-    assert host.readlink("/nix/var/nix/gcroots/ansinix/result") == on_target["out_path"]
+    assert on_target["out_link"].startswith("/nix/var/nix/gcroots/ansinix/") and on_target["out_link"].endswith("/result")
+    assert host.readlink(on_target["out_link"]) == on_target["out_path"]
     assert not os.path.exists(on_target["out_path"])  # built there, not here
     checked = run.result("On the controller, in check mode first", "dm1")
     assert checked["changed"] and checked["out_path"].endswith("-nixos-system-web1-check-%s" % os.getpid())

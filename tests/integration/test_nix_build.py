@@ -186,6 +186,32 @@ def test_out_link_follows_the_last_build(tmp_path):
     assert link not in nix("nix-store", "--query", "--roots", second["out_path"]).stdout
 
 
+def test_two_projects_with_one_configuration_name_keep_two_default_roots(tmp_path):
+    """Two checkouts with a configuration `demo`, built in turn with the default out_link: neither moves the other's
+    root (a shared root would be re-pointed by each build, report a change every time, and leave the other's
+    system to the garbage collector)."""
+    sources = []
+    for project in ("shop", "blog"):
+        shutil.copytree(FIXTURES, tmp_path / project)
+        sources.append(str(tmp_path / project / "classic.nix"))
+    args = {"v": nonce()}
+    tasks = [(name, {"file": source, "nixos_configuration": "demo", "args": dict(args, project=name)})
+             for name, source in zip(("Shop", "Blog"), sources)]
+    first = build_locally(*tasks)
+    shop, blog = ok(first["Shop"]), ok(first["Blog"])
+    assert shop["out_path"] != blog["out_path"] and shop["out_link"] != blog["out_link"]
+    try:
+        again = build_locally(*tasks)
+        # Nothing changed for either: each root still points at its own system, and both systems are rooted.
+        assert not ok(again["Shop"])["changed"] and not ok(again["Blog"])["changed"]
+        for built in (shop, blog):
+            assert os.readlink(built["out_link"]) == built["out_path"]
+            assert built["out_link"] in nix("nix-store", "--query", "--roots", built["out_path"]).stdout
+    finally:
+        for built in (shop, blog):
+            shutil.rmtree(os.path.dirname(built["out_link"]), ignore_errors=True)
+
+
 def test_search_path_is_only_what_the_task_gives(tmp_path):
     """The caller's NIX_PATH, and a nix-path in the Nix configuration (as NixOS sets it), are ignored unless asked for."""
     expr = os.path.join(FIXTURES, "search-path.nix")
@@ -336,14 +362,16 @@ def test_build_on_the_target_keeps_the_result_until_it_is_replaced(fresh_hosts, 
     checked, built, flake = (run.result(t, "nbt1") for t in ("Check", "Build", "Flake"))
     out_path = built["out_path"]
     assert checked["out_path"] == out_path and checked["changed"] and not checked["already_valid"]
-    assert checked["out_link"] == built["out_link"] == "/nix/var/nix/gcroots/ansinix/demo"
+    assert checked["out_link"] == built["out_link"]
+    assert re.fullmatch(r"/nix/var/nix/gcroots/ansinix/srv-fleet-[0-9a-f]{8}/demo", built["out_link"]), built["out_link"]
     # Built there, from inventory data, and not here.
     assert host.store_has(out_path) and not valid(out_path)
     assert json.loads(host.read_file(out_path)) == {
         "configuration": "demo", "ansinixArgs": {"host": "nbt1", "address": host.address, "tag": tag}}
-    assert host.readlink("/nix/var/nix/gcroots/ansinix/demo") == out_path
+    assert host.readlink(built["out_link"]) == out_path
     assert built["nix_version"] == host.run("nix-store --version").stdout.split()[-1]
-    assert host.readlink("/nix/var/nix/gcroots/ansinix/other") == flake["out_path"]
+    assert flake["out_link"] == os.path.join(os.path.dirname(built["out_link"]), "other")  # one directory for /srv/fleet
+    assert host.readlink(flake["out_link"]) == flake["out_path"]
     assert json.loads(host.read_file(flake["out_path"]))["ansinixArgs"] == {"host": "nbt1", "tag": tag}
     assert host.run("ls -A /tmp").stdout.strip() == ""  # the args' temporary files are gone
     # The roots hold through a garbage collection...
@@ -354,7 +382,7 @@ def test_build_on_the_target_keeps_the_result_until_it_is_replaced(fresh_hosts, 
                        hosts=testhosts)
     assert proc.returncode == 0, proc.stdout
     new = json.loads(proc.stdout.split("=>", 1)[1])["out_path"]
-    assert new != out_path and host.readlink("/nix/var/nix/gcroots/ansinix/demo") == new
+    assert new != out_path and host.readlink(built["out_link"]) == new
     host.run("nix-collect-garbage")
     assert not host.store_has(out_path) and host.store_has(new)
 

@@ -1,6 +1,7 @@
 """Store paths, error messages, closure diffs and nix_build's rules; nix itself only where it is the judge."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -101,6 +102,18 @@ def test_build_attribute_rules():
         attribute({"nixos_configuration": "web1; rm -rf /"})
     assert default_out_link({"nixos_configuration": "web1"}, "x") == "/nix/var/nix/gcroots/ansinix/web1"
     assert default_out_link({}, "") == "/nix/var/nix/gcroots/ansinix/result"
+    # Each source gets its own directory of roots: two projects with a configuration `web1` keep two roots.
+    one = default_out_link({"flake": "/srv/one/nix", "nixos_configuration": "web1"}, "", uid=0)
+    two = default_out_link({"flake": "/srv/two/nix#x", "nixos_configuration": "web1"}, "", uid=0)
+    assert re.fullmatch(r"/nix/var/nix/gcroots/ansinix/one-nix-[0-9a-f]{8}/web1", one), one
+    assert re.fullmatch(r"/nix/var/nix/gcroots/ansinix/two-nix-[0-9a-f]{8}/web1", two), two
+    assert default_out_link({"flake": "/srv/one/nix/", "nixos_configuration": "web1"}, "", uid=0) == one
+    assert default_out_link({"file": "/srv/one/nix/default.nix"}, "nixosConfigurations.web1.config.system.build.toplevel",
+                            uid=0) == one
+    assert re.fullmatch(r"/nix/var/nix/gcroots/ansinix/me-fleet-[0-9a-f]{8}/web1",
+                        default_out_link({"flake": "github:me/fleet", "nixos_configuration": "web1"}, "", uid=0))
+    assert default_out_link({"flake": "github:me/../..", "nixos_configuration": "w"}, "", uid=0).startswith(
+        "/nix/var/nix/gcroots/ansinix/source-")
     assert flake_reference("/srv/fleet") == "path:/srv/fleet"
     assert flake_reference("github:me/fleet") == "github:me/fleet"
     assert nix_string('a"${b}') == '"a\\"\\${b}"'
