@@ -322,6 +322,13 @@ def test_infect_converts_a_debian_host(fresh_hosts, testhosts, run_playbook, tmp
     # The old /boot goes under /root: a test host's / is the machine's own (only /etc, /var, /nix, /boot, /root ... are its).
     args = inventory(tmp_path, testhosts, "deb1", nixos_file=str(fleet_dir / "default.nix"), nixos_bootstrap="infect",
                      nixos_boot_backup_dir="/root/boot.bak")
+    # A test host's / is on no disk of its own: a BIOS system NixOS would refuse (no disk for GRUB) stops the
+    # role before anything on the host changes, and says what to set.
+    refused = run_playbook(BOOTSTRAP, args=args)
+    assert refused.rc != 0 and "set nixos_grub_devices to the disk(s) GRUB goes on" in refused.stdout, str(refused)
+    assert not host.exists("/etc/NIXOS") and not host.exists("/etc/NIXOS_LUSTRATE") and host.exists("/boot/grub/grub.cfg")
+    args = inventory(tmp_path, testhosts, "deb1", nixos_file=str(fleet_dir / "default.nix"), nixos_bootstrap="infect",
+                     nixos_boot_backup_dir="/root/boot.bak", nixos_grub_devices=["/dev/vda"])
     with testhosts.serve_reboots():
         run = run_playbook(BOOTSTRAP, args=args)
     assert run.rc == 0, str(run)
@@ -338,6 +345,7 @@ def test_infect_converts_a_debian_host(fresh_hosts, testhosts, run_playbook, tmp
     assert host.read_file("/etc/ssh/ssh_host_ed25519_key.pub") == key_before
     facts = json.loads((fleet_dir / "hosts" / "deb1" / "hardware.json").read_text())
     assert json.loads(host.read_file("/etc/static/ansinix/hardware.json")) == facts
+    assert facts["hardware"]["boot"] == "bios" and facts["hardware"]["grub_devices"] == ["/dev/vda"]
 
     boot_id = host.boot_id()
     again = run_playbook(BOOTSTRAP, args=args)
