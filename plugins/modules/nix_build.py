@@ -244,12 +244,12 @@ out_path:
   description: The store path of the result (in check mode, the one a build would produce).
   returned: success, with one configuration or attribute
   type: str
-  sample: /nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-24.05
+  sample: /nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-26.11
 drv_path:
   description: The derivation of RV(out_path). In check mode it is computed but not written to the store.
   returned: success, with one configuration or attribute
   type: str
-  sample: /nix/store/phmg8z18dgk38a8alfgmmp1b7q5vj8ry-nixos-system-web1-24.05.drv
+  sample: /nix/store/phmg8z18dgk38a8alfgmmp1b7q5vj8ry-nixos-system-web1-26.11.drv
 already_valid:
   description:
     - Whether RV(out_path) was in this host's store before the task, so that nothing had to be built.
@@ -267,7 +267,7 @@ out_paths:
   description: With O(nixos_configurations), the out path of each configuration that built (or would build, in check mode).
   returned: success and failure, with O(nixos_configurations)
   type: dict
-  sample: {"mon": "/nix/store/jd2q4x0v1w3ccyy9a9x3gkz4y8bl6m7y-nixos-system-mon-24.05"}
+  sample: {"mon": "/nix/store/jd2q4x0v1w3ccyy9a9x3gkz4y8bl6m7y-nixos-system-mon-26.11"}
 drv_paths:
   description: With O(nixos_configurations), the derivation of each configuration in RV(out_paths).
   returned: success and failure, with O(nixos_configurations)

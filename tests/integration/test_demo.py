@@ -38,7 +38,7 @@ def test_demo_deploys_then_changes_nothing():
         assert {h: c >= 2 for h, (_ok, c) in recap(first.stdout).items()} == {"mon": True, "web1": True, "web2": True}
         hosts = TestHosts(prefix=DEMO_PREFIX)
         for name, configuration in (("web1", "web"), ("web2", "web"), ("mon", "mon")):
-            assert hosts[name].readlink("/run/current-system").endswith("-nixos-system-%s-24.05" % configuration)
+            assert hosts[name].readlink("/run/current-system").endswith("-nixos-system-%s-26.11" % configuration)
             assert hosts[name].generation() == 2
         # examples/fleet's real NixOS modules, through the stand-in nixpkgs: units, packages, cross-host data.
         assert sorted(hosts["web1"].run("ls /run/ansinix-units").stdout.split()) == [

@@ -118,7 +118,7 @@ def test_guide(fresh_hosts, testhosts, tmp_path):
     first = run(deploy.text, whole=True)
     assert first.rc == 0, str(first)
     deployed = system_of(web)
-    assert deployed.endswith("-nixos-system-web-24.05") and web.generation() == 2
+    assert deployed.endswith("-nixos-system-web-26.11") and web.generation() == 2
     assert web.exists("/run/current-system/sw/bin/htop")
     assert sorted(web.run("ls /run/ansinix-units").stdout.split()) == ["nginx.service", "sshd.service"]
     again = shell.block(deploy)
@@ -182,7 +182,7 @@ def test_fleet_everyday_commands_and_rollbacks(fresh_hosts, testhosts, tmp_path)
     builds = first.results("Build the batch's configurations in one evaluation, on the controller or the builder host")
     assert len(builds) == 1 and sorted(list(builds.values())[0]["out_paths"]) == ["mon", "web"]
     for name, host in hosts.items():
-        assert system_of(host).endswith("-nixos-system-%s-24.05" % ("mon" if name == "mon" else "web"))
+        assert system_of(host).endswith("-nixos-system-%s-26.11" % ("mon" if name == "mon" else "web"))
         assert host.generation() == 2
     scrape = json.loads(hosts["mon"].read_file("/etc/static/prometheus/prometheus.yml"))
     assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == sorted(
@@ -296,7 +296,7 @@ def test_awx_project_through_ansible_runner(fresh_hosts, testhosts, tmp_path):
     assert [p.read_text() for p in (data / "artifacts").glob("*/status")] == ["successful"]
     assert os.path.exists(os.path.join(collections, "ansible_collections", "ansinix", "nixos", "MANIFEST.json"))
     for name, host in hosts.items():
-        assert system_of(host).endswith("-nixos-system-%s-24.05" % ("mon" if name == "mon" else "web"))
+        assert system_of(host).endswith("-nixos-system-%s-26.11" % ("mon" if name == "mon" else "web"))
     scrape = json.loads(hosts["mon"].read_file("/etc/static/prometheus/prometheus.yml"))
     assert sorted(scrape["scrape_configs"][0]["static_configs"][0]["targets"]) == sorted(
         "%s:9100" % hosts[h].address for h in ("web1", "web2"))
@@ -355,6 +355,8 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
                                                nixos_boot_backup_dir="/root/boot.bak")
             if layouts[name]:
                 added["all"]["hosts"][name]["nixos_disks"] = dict(layouts[name], disks=host.disks())
+        # deb1's / is on no disk of its own, as on no real server: name the disk GRUB would go on.
+        added["all"]["hosts"]["deb1"]["nixos_grub_devices"] = ["/dev/vda"]
         added["all"]["hosts"]["dedi1"].update(nixos_rescue_ssh_keys=[robot_key["fingerprint"]],
                                               nixos_hetzner_robot={"endpoint": api.robot_url})
         with open(connection, "w", encoding="utf-8") as f:
@@ -391,7 +393,7 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
         def dedi1_installed(result):
             if _md_driver():
                 assert result.rc == 0, str(result)
-                assert dedi1.readlink("/run/current-system").endswith("-nixos-system-dedi1-24.05")
+                assert dedi1.readlink("/run/current-system").endswith("-nixos-system-dedi1-26.11")
                 return
             assert result.rc != 0
             refused = result.results("Partition, format and mount the disks").get("dedi1", {}).get("msg", "")
@@ -427,7 +429,7 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
 
         for name, host in (("cloud1", cloud1), ("deb1", deb1)):
             system = host.readlink("/run/current-system")
-            assert system.endswith("-nixos-system-%s-24.05" % name) and host.exists("/etc/NIXOS"), system
+            assert system.endswith("-nixos-system-%s-26.11" % name) and host.exists("/etc/NIXOS"), system
             # The configuration's hardware module reads the facts the roles wrote.
             facts = json.loads((fleet / "nix" / "hosts" / name / "hardware.json").read_text())
             config = json.loads(subprocess.run(

@@ -63,8 +63,8 @@ def test_dedicated_server_mdadm_raid1_bios(tmp_path):
     uplink = config["systemd"]["network"]["networks"]["10-uplink"]
     assert uplink["matchConfig"] == {"MACAddress": "a8:a1:59:00:00:01"}
     assert uplink["address"] == ["203.0.113.20/26", "2001:db8:1:2::2/64"]
-    assert uplink["routes"] == [{"routeConfig": {"Gateway": "203.0.113.1", "GatewayOnLink": True}},
-                                {"routeConfig": {"Gateway": "fe80::1", "GatewayOnLink": True}}]
+    # Route sections as NixOS 24.11 and later want them: the keys themselves, no routeConfig level.
+    assert uplink["routes"] == [{"Gateway": "203.0.113.1", "GatewayOnLink": True}, {"Gateway": "fe80::1", "GatewayOnLink": True}]
 
 
 def test_cloud_server_one_disk_btrfs_ipv4_only(tmp_path):
@@ -79,7 +79,7 @@ def test_cloud_server_one_disk_btrfs_ipv4_only(tmp_path):
     assert config["boot"]["loader"]["grub"]["devices"] == ["/dev/sda"]
     uplink = config["systemd"]["network"]["networks"]["10-uplink"]
     assert uplink["address"] == ["203.0.113.30/32"]
-    assert uplink["routes"] == [{"routeConfig": {"Gateway": "172.31.1.1", "GatewayOnLink": True}}]
+    assert uplink["routes"] == [{"Gateway": "172.31.1.1", "GatewayOnLink": True}]
 
 
 def test_efi_esp_at_boot(tmp_path):

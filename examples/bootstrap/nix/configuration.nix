@@ -12,5 +12,8 @@
 
   # Ansible runs its modules with the server's Python.
   environment.systemPackages = [ pkgs.python3 ];
-  system.stateVersion = "24.05";
+
+  # The release these servers are installed with. Leave it when you move nixpkgs to a newer release later:
+  # it keeps the data formats of services as they were at the install.
+  system.stateVersion = "26.11";
 }

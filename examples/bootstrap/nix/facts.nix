@@ -16,7 +16,7 @@ let
   address = ip: "${ip.address}/${toString ip.prefix_length}";
   # A route through a gateway that may lie outside the address's subnet: Hetzner Cloud gives an IPv4
   # /32 with the gateway 172.31.1.1, and IPv6 everywhere goes through the link-local fe80::1.
-  route = gateway: { routeConfig = { Gateway = gateway; GatewayOnLink = true; }; };
+  route = gateway: { Gateway = gateway; GatewayOnLink = true; };
   v4 = net.ipv4 or { };
   v6 = net.ipv6 or { };
   useV4 = has (v4.address or "");

@@ -3,7 +3,7 @@
   # ../inventory.yml deploys it: ansible-playbook -i inventory.yml ansinix.nixos.site
   description = "A small fleet deployed with ansinix.nixos: web servers and a monitoring server";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.05";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.11";
 
   outputs = { self, nixpkgs }:
     let

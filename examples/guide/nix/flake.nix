@@ -1,7 +1,7 @@
 {
   description = "My server";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.05";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.11";
 
   outputs = { self, nixpkgs }: {
     nixosConfigurations.web = nixpkgs.lib.nixosSystem {

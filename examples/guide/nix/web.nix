@@ -1,6 +1,13 @@
 # The server's whole system, as /etc/nixos/configuration.nix would describe it.
 { pkgs, ... }:
 {
+  # Keep these as the server's own /etc/nixos/configuration.nix has them: its boot loader (NixOS builds no
+  # system without one), its network settings (other ones can cut the server off), and stateVersion, the
+  # release it was first installed with. stateVersion stays when nixpkgs moves to a newer release.
+  boot.loader.grub.enable = true;
+  boot.loader.grub.device = "/dev/sda";
+  system.stateVersion = "26.11";
+
   networking.hostName = "web";
   networking.firewall.allowedTCPPorts = [ 80 ];
 
@@ -16,5 +23,4 @@
 
   # Ansible runs its modules with the server's Python.
   environment.systemPackages = [ pkgs.python3 pkgs.htop ];
-  system.stateVersion = "24.05";
 }

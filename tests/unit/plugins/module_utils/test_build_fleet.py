@@ -11,7 +11,7 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.nix import Nix, NixE
 
 from test_nix import RealCommands
 
-OUT = "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-24.05"
+OUT = "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-26.11"
 # A fleet whose configurations share a top-level let (traced: it must be evaluated once), one of which fails to
 # evaluate and one to build.
 FLEET = """{ args ? { } }:

@@ -5,7 +5,7 @@ import pytest
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.install import boot_in_chroot_argv
 
-SYSTEM = "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-24.05"
+SYSTEM = "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-26.11"
 
 
 @pytest.mark.parametrize("name", ["with space", "semi;touch INJECTED", "quote'$(touch INJECTED)"])

@@ -18,13 +18,13 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.build import (
 )
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix_source import SCAN_MAX_DEPTH, ansible_files_in, source_warning
 
-GOOD = "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-24.05"
+GOOD = "/nix/store/8y6pwg7rdrsbrl8x4aqk8d8jfn15p4wc-nixos-system-web1-26.11"
 
 
 def test_store_path_accepted_and_normalised():
     assert check_store_path(GOOD) == GOOD
     assert check_store_path(GOOD + "/") == GOOD
-    assert store_path_name(GOOD) == "nixos-system-web1-24.05"
+    assert store_path_name(GOOD) == "nixos-system-web1-26.11"
 
 
 @pytest.mark.parametrize("bad", ["", "/etc/passwd", "/nix/store/short-name", GOOD + "/bin/x",
@@ -39,7 +39,7 @@ def test_store_path_rejected_with_a_message(bad):
 
 @pytest.mark.parametrize("name,expected", [
     ("openssl-3.0.13", ("openssl", "3.0.13")),
-    ("nixos-system-web1-24.05", ("nixos-system-web1", "24.05")),
+    ("nixos-system-web1-26.11", ("nixos-system-web1", "26.11")),
     ("linux-6.6.1-modules", ("linux", "6.6.1-modules")),
     ("etc", ("etc", "")),
     ("python3.11-requests-2.31.0", ("python3.11-requests", "2.31.0")),
@@ -147,7 +147,7 @@ error:
        \u2026 while calling the 'derivationStrict' builtin
          at /builtin/derivation.nix:9:12: (source not available)
 
-       \u2026 while evaluating derivation 'nixos-system-web1-24.05'
+       \u2026 while evaluating derivation 'nixos-system-web1-26.11'
          whose name attribute is located at /nix/store/abc-source/pkgs/stdenv/generic/make-derivation.nix:331:7
 
        error: undefined variable 'nosuchthing'
