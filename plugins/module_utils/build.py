@@ -40,10 +40,13 @@ SPEC = dict(
         args=dict(type="dict", default={}),
         out_link=dict(type="path"),
         override_inputs=dict(type="dict", default={}),
+        lock=dict(type="str", choices=["missing", "update"]),
         **NIX_ARGUMENT_SPEC
     ),
     mutually_exclusive=[("flake", "file"), ("attr", "nixos_configuration", "nixos_configurations"),
-                        ("nixos_configuration", "nixos_configurations"), ("out_link", "nixos_configurations")],
+                        ("nixos_configuration", "nixos_configurations"), ("out_link", "nixos_configurations"),
+                        ("lock", "file"), ("lock", "attr"), ("lock", "nixos_configuration"), ("lock", "nixos_configurations"),
+                        ("lock", "out_link"), ("lock", "args"), ("lock", "override_inputs")],
     required_one_of=[("flake", "file")],
 )
 TOPLEVEL = ("config", "system", "build", "toplevel")

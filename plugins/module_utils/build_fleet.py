@@ -20,6 +20,7 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.build import (
     APPLY, CONFIGURATION_NAME_RE, GCROOTS_DIR, SELECT, TOPLEVEL, Builder, attr_text, current_root, default_out_link,
     make_parent, nix_string, select, split_flake_ref,
 )
+from ansible_collections.ansinix.nixos.plugins.module_utils.flake_lock import lock
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError, check_store_path, nix_for, one_line
 
 
@@ -184,7 +185,9 @@ def run(module):
     """The module's result: a dict, with failed and msg when a build failed."""
     builder = FleetBuilder(nix_for(module), module.params)
     try:
-        if module.params.get("nixos_configurations") is not None:
+        if module.params.get("lock"):
+            result = lock(builder.nix, module.params)
+        elif module.params.get("nixos_configurations") is not None:
             result = builder.build_many(module.check_mode)
         else:
             result = builder.build(module.check_mode)

@@ -46,7 +46,8 @@ options:
       - Nix copies that directory into the store, which every user can read. The task warns when it holds Ansible's
         files (vault-encrypted files, an inventory, C(group_vars/) or C(host_vars/)); keep the Nix files in a
         directory of their own.
-      - The flake's lock file is never written.
+      - The flake's lock file is never written. To pin the inputs of a flake that has none, or to update them, see
+        O(lock).
       - Mutually exclusive with O(file).
     type: str
   file:
@@ -111,6 +112,19 @@ options:
         example input C(nixpkgs) to V(/srv/nixpkgs) to build against a local checkout. Only with O(flake).
     type: dict
     default: {}
+  lock:
+    description:
+      - Resolve the flake's inputs instead of building, and return the C(flake.lock) Nix would write as RV(lock).
+        Nothing is written, on this host or elsewhere; the caller writes the lock where it belongs (the deploy role
+        with C(nixos_build_on=target) locks once on the first host and writes it beside the controller's C(flake.nix)).
+      - V(missing) locks the inputs C(flake.lock) lacks (all of them when there is none) and keeps every other one,
+        as C(nix flake lock) does. An input whose URL changed in C(flake.nix) is locked anew; one that was removed
+        leaves the lock.
+      - V(update) locks every input at its newest version, as C(nix flake update) does.
+      - O(flake) must be a directory on this host. Mutually exclusive with O(file), O(attr), O(nixos_configuration),
+        O(nixos_configurations), O(args), O(override_inputs) and O(out_link).
+    type: str
+    choices: [missing, update]
   out_link:
     description:
       - Path of the garbage collector root that keeps the result alive, a symlink to RV(out_path) registered
@@ -229,6 +243,19 @@ EXAMPLES = r"""
   delegate_to: localhost
   check_mode: true
 
+- name: Pin the inputs of a flake on the host that has Nix, and bring the lock to the controller
+  ansinix.nixos.nix_build:
+    flake: /srv/fleet
+    lock: missing
+  register: locked
+
+- name: Write flake.lock beside flake.nix on the controller, after checking what the host sent
+  ansible.builtin.copy:
+    content: "{{ locked.lock | ansinix.nixos.flake_lock }}"
+    dest: "{{ playbook_dir }}/fleet/flake.lock"
+    mode: "0644"
+  delegate_to: localhost
+
 - name: Use a remote builder for this call, and keep the root where the deploy expects it
   ansinix.nixos.nix_build:
     flake: "{{ playbook_dir }}/fleet#nixosConfigurations.mon.config.system.build.toplevel"
@@ -284,6 +311,17 @@ errors:
   sample:
     web1: "evaluating /srv/fleet/default.nix -A nixosConfigurations.web1.config.system.build.toplevel failed: undefined variable 'pkgs' at
       /srv/fleet/web1.nix:3:5"
+lock:
+  description:
+    - With O(lock), the text of the C(flake.lock) that pins the flake's inputs. When the flake's own C(flake.lock)
+      holds the same lock, its text as it is.
+  returned: success, with O(lock)
+  type: str
+lock_changed:
+  description: With O(lock), whether RV(lock) differs from the flake's C(flake.lock) (true when it has none).
+  returned: success, with O(lock)
+  type: bool
+  sample: true
 nix_version:
   description: The version of Nix that evaluated and built.
   returned: success

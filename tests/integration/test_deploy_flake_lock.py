@@ -1,0 +1,122 @@
+"""A flake without flake.lock, built on the targets by a controller without Nix: one lock for every host."""
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+
+from ansinix_test import REPO_ROOT
+from ansinix_test.ansible import ansible_env
+from ansinix_test.fleet import copy_stand_in
+
+SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
+WRITE_LOCK = "Write flake.lock beside flake.nix on the controller (commit it)"
+STAND_IN = "/root/nixpkgs"  # each host's own copy of the stand-in nixpkgs, the flake's input
+
+FLAKE = """\
+{
+  inputs.nixpkgs.url = "path:%s";%%s
+  outputs = { self, nixpkgs, ... }:
+    let
+      host = name: nixpkgs.lib.nixosSystem {
+        system = "x86_64-linux";
+        # Which nixpkgs the system was built from: the input's NAR hash and store path, in /etc.
+        modules = [ { networking.hostName = name; environment.etc."nixpkgs-input".text = "${nixpkgs.narHash} ${nixpkgs}"; } ];
+      };
+    in
+    { nixosConfigurations = { web1 = host "web1"; web2 = host "web2"; }; };
+}
+""" % STAND_IN
+
+
+def path_without_nix(directory):
+    """A PATH of one directory with every command of the tests' PATH but nix*: all Ansible needs, and no Nix."""
+    directory.mkdir()
+    for entry in ansible_env()["PATH"].split(os.pathsep):
+        for name in sorted(os.listdir(entry)) if os.path.isdir(entry) else []:
+            command = os.path.join(entry, name)
+            if not name.startswith("nix") and not (directory / name).exists() and os.access(command, os.X_OK):
+                (directory / name).symlink_to(command)
+    assert shutil.which("nix", path=str(directory)) is None and shutil.which("ansible-playbook", path=str(directory))
+    assert not [n for n in os.listdir(directory) if n.startswith("nix")]
+    return str(directory)
+
+
+def send_stand_in(hosts, source):
+    """The same stand-in, with its modes and times (so the same NAR hash and lastModified), on every host."""
+    archive = subprocess.run(["tar", "-C", source, "-c", "."], capture_output=True, check=True).stdout
+    for host in hosts:
+        host.run("rm -rf {0} && mkdir -p {0} && tar -C {0} -x".format(STAND_IN), input=archive)
+
+
+def input_of(host):
+    """(NAR hash, store path) of the nixpkgs the host's running system was built from."""
+    nar_hash, path = host.read_file("/run/current-system/etc/nixpkgs-input").split()
+    return nar_hash, path
+
+
+def test_a_controller_without_nix_pins_the_inputs_once_for_every_host(fresh_hosts, testhosts, run_playbook, tmp_path):
+    hosts = fresh_hosts("web1", "web2")
+    stand_in = copy_stand_in(str(tmp_path / "stand-in"))
+    send_stand_in(hosts, stand_in)
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "flake.nix").write_text(FLAKE % "")
+    lock = fleet / "flake.lock"
+    env = {"PATH": path_without_nix(tmp_path / "bin")}
+    args = ["-i", testhosts.inventory_path, "-l", "web1,web2", "-e", json.dumps({
+        "nixos_flake": str(fleet), "nixos_build_on": "target"})]
+
+    def deploy(*more):
+        run = run_playbook(SITE, args=args + list(more), env=env)
+        assert run.rc == 0, str(run)
+        return run
+
+    # No lock: the first host locks, the controller keeps the lock, both hosts build from it.
+    first = deploy()
+    assert [r["changed"] for r in first.results(WRITE_LOCK).values()] == [True]
+    locked = json.loads(lock.read_text())["nodes"]["nixpkgs"]["locked"]
+    assert locked["type"] == "path" and locked["path"] == STAND_IN and locked["narHash"].startswith("sha256-")
+    systems = {h.name: h.readlink("/run/current-system") for h in hosts}
+    assert systems["web1"].endswith("-nixos-system-web1-24.05") and systems["web2"].endswith("-nixos-system-web2-24.05")
+    assert {h.name: input_of(h)[0] for h in hosts} == dict.fromkeys(systems, locked["narHash"])
+    assert input_of(hosts[0])[1] == input_of(hosts[1])[1]
+    for host in hosts:
+        assert host.read_file("/var/lib/ansinix/source/flake.lock") == lock.read_text()
+
+    # Again: nothing changes, and the lock is not written.
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    again = deploy()
+    assert again.changed() == {"web1": 0, "web2": 0}, str(again)
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
+
+    # A newer nixpkgs on the hosts, and an input added to flake.nix: Nix locks the new input alone (as `nix flake
+    # lock` does), and the pinned nixpkgs stays as it was.
+    pkgs = os.path.join(stand_in, "pkgs.nix")
+    with open(pkgs, encoding="utf-8") as f:
+        text = f.read()
+    with open(pkgs, "w", encoding="utf-8") as f:
+        f.write(text.replace('version = "3.11.9"', 'version = "3.12.4"'))
+    send_stand_in(hosts, stand_in)
+    (fleet / "flake.nix").write_text(FLAKE % '\n  inputs.extra = { url = "path:%s"; flake = false; };' % STAND_IN)
+    added = deploy()
+    assert [r["changed"] for r in added.results(WRITE_LOCK).values()] == [True]
+    nodes = json.loads(lock.read_text())["nodes"]
+    assert nodes["nixpkgs"]["locked"] == locked and nodes["extra"]["locked"]["narHash"] != locked["narHash"]
+    assert {h.name: h.readlink("/run/current-system") for h in hosts} == systems
+
+    # The update, planned: the plan says the lock would change, and writes nothing on the controller.
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    plan = deploy("-e", "nixos_update_inputs=true", "--check", "--diff")
+    assert [r["changed"] for r in plan.results(WRITE_LOCK).values()] == [True]
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
+    assert {h.name: h.readlink("/run/current-system") for h in hosts} == systems
+
+    # The update: the first host locks the newest nixpkgs, the controller gets it, both hosts build from it.
+    updated = deploy("-e", "nixos_update_inputs=true")
+    assert [r["changed"] for r in updated.results(WRITE_LOCK).values()] == [True]
+    new = json.loads(lock.read_text())["nodes"]["nixpkgs"]["locked"]
+    assert new["narHash"] != locked["narHash"]
+    assert {h.name: input_of(h)[0] for h in hosts} == dict.fromkeys(systems, new["narHash"])
+    assert input_of(hosts[0])[1] == input_of(hosts[1])[1]
+    assert all(h.readlink("/run/current-system") != systems[h.name] for h in hosts)
