@@ -3,7 +3,6 @@ import json
 import os
 import shutil
 import subprocess
-import textwrap
 
 from ansinix_test import REPO_ROOT
 from ansinix_test.ansible import ansible_env
@@ -74,8 +73,9 @@ def test_a_controller_without_nix_pins_the_inputs_once_for_every_host(fresh_host
 
     # No lock: the first host locks, the controller keeps the lock, both hosts build from it.
     first = deploy()
-    assert [r["changed"] for r in first.results(WRITE_LOCK).values()] == [True]
+    assert lock.exists()
     locked = json.loads(lock.read_text())["nodes"]["nixpkgs"]["locked"]
+    assert [r["changed"] for r in first.results(WRITE_LOCK).values()] == [True]
     assert locked["type"] == "path" and locked["path"] == STAND_IN and locked["narHash"].startswith("sha256-")
     systems = {h.name: h.readlink("/run/current-system") for h in hosts}
     assert systems["web1"].endswith("-nixos-system-web1-24.05") and systems["web2"].endswith("-nixos-system-web2-24.05")
