@@ -19,8 +19,15 @@ FLAKE = """\
     let
       host = name: nixpkgs.lib.nixosSystem {
         system = "x86_64-linux";
-        # Which nixpkgs the system was built from: the input's NAR hash and store path, in /etc.
-        modules = [ { networking.hostName = name; environment.etc."nixpkgs-input".text = "${nixpkgs.narHash} ${nixpkgs}"; } ];
+        modules = [ {
+          networking.hostName = name;
+          # Which nixpkgs the system was built from: the input's NAR hash and store path, in /etc.
+          environment.etc."nixpkgs-input".text = "${nixpkgs.narHash} ${nixpkgs}";
+          boot.loader.grub.device = "/dev/sda";
+          fileSystems."/" = { device = "/dev/sda1"; fsType = "ext4"; };
+          system.nixos.label = "lock";
+          system.stateVersion = "26.11";
+        } ];
       };
     in
     { nixosConfigurations = { web1 = host "web1"; web2 = host "web2"; }; };
@@ -78,7 +85,7 @@ def test_a_controller_without_nix_pins_the_inputs_once_for_every_host(fresh_host
     assert [r["changed"] for r in first.results(WRITE_LOCK).values()] == [True]
     assert locked["type"] == "path" and locked["path"] == STAND_IN and locked["narHash"].startswith("sha256-")
     systems = {h.name: h.readlink("/run/current-system") for h in hosts}
-    assert systems["web1"].endswith("-nixos-system-web1-24.05") and systems["web2"].endswith("-nixos-system-web2-24.05")
+    assert systems["web1"].endswith("-nixos-system-web1-lock") and systems["web2"].endswith("-nixos-system-web2-lock")
     assert {h.name: input_of(h)[0] for h in hosts} == dict.fromkeys(systems, locked["narHash"])
     assert input_of(hosts[0])[1] == input_of(hosts[1])[1]
     for host in hosts:
