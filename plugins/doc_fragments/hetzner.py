@@ -79,7 +79,8 @@ options:
         type: str
       endpoint:
         description:
-          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
+          - The address of the webservice. Defaults to the environment variable C(HROBOT_API_ENDPOINT), else
+            V(https://robot-ws.your-server.de).
           - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/robot)) for tests.
         type: str
 """
@@ -148,7 +149,8 @@ options:
         type: str
       endpoint:
         description:
-          - The address of the webservice. Defaults to V(https://robot-ws.your-server.de).
+          - The address of the webservice. Defaults to the environment variable C(HROBOT_API_ENDPOINT), else
+            V(https://robot-ws.your-server.de).
           - Only C(https) is accepted, except to a loopback address (V(http://127.0.0.1:8080/robot)) for tests.
         type: str
 

@@ -286,7 +286,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                               "label_selector": cloud_cfg.get("label_selector"), "status": cloud_cfg.get("status"),
                               "networks": cloud_cfg.get("network") is not None}
         if robot_cfg is not None:
-            query["robot"] = {"endpoint": robot_cfg.get("endpoint"), "rescue_status": bool(robot_cfg.get("rescue_status"))}
+            query["robot"] = {"endpoint": robot_cfg.get("endpoint") or os.environ.get("HROBOT_API_ENDPOINT"),
+                              "rescue_status": bool(robot_cfg.get("rescue_status"))}
         return json.loads(json.dumps(query))  # as it comes back from a cache file
 
     def _clients(self, cloud_cfg, robot_cfg):
@@ -300,7 +301,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if robot_cfg is not None:
             user = self._render("robot", "user", robot_cfg.get("user")) or os.environ.get("HROBOT_API_USER")
             password = self._render("robot", "password", robot_cfg.get("password")) or os.environ.get("HROBOT_API_PASSWORD")
-            robot = RobotClient(user, password, robot_cfg.get("endpoint"),
+            robot = RobotClient(user, password, robot_cfg.get("endpoint") or os.environ.get("HROBOT_API_ENDPOINT"),
                                 credentials_setting="robot.user and robot.password (or HROBOT_API_USER and HROBOT_API_PASSWORD)",
                                 endpoint_setting="robot.endpoint", **common)
         return cloud, robot

@@ -63,7 +63,7 @@ ROBOT_ARGUMENT_SPEC = dict(
     robot=dict(type="dict", apply_defaults=True, options=dict(
         user=dict(type="str", fallback=(env_fallback, ["HROBOT_API_USER"])),
         password=dict(type="str", no_log=True, fallback=(env_fallback, ["HROBOT_API_PASSWORD"])),
-        endpoint=dict(type="str"),
+        endpoint=dict(type="str", fallback=(env_fallback, ["HROBOT_API_ENDPOINT"])),
     )),
 )
 

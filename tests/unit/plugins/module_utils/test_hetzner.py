@@ -389,9 +389,10 @@ def test_module_parameters_build_clients_with_environment_fallbacks(api, monkeyp
     monkeypatch.setenv("HCLOUD_ENDPOINT", api.cloud_url)
     monkeypatch.setenv("HROBOT_API_USER", ROBOT_USER)
     monkeypatch.setenv("HROBOT_API_PASSWORD", ROBOT_PASSWORD)
+    monkeypatch.setenv("HROBOT_API_ENDPOINT", api.robot_url)
     spec = dict(hetzner.CLIENT_ARGUMENT_SPEC, **hetzner.CLOUD_ARGUMENT_SPEC)
     spec.update(hetzner.ROBOT_ARGUMENT_SPEC)
-    result = ArgumentSpecValidator(spec).validate({"robot": {"endpoint": api.robot_url}})
+    result = ArgumentSpecValidator(spec).validate({})
     assert result.error_messages == []
     assert CLOUD_TOKEN in result._no_log_values and ROBOT_PASSWORD in result._no_log_values
     assert CLOUD_TOKEN not in repr(spec)  # the specs are shared by every call: nothing may stick to them
