@@ -1,31 +1,41 @@
-"""The commands of the docs, run as written against test hosts, on the example files the docs show.
+"""The commands of the docs, run as printed against test hosts, on the example files the docs show.
 
-What the test machine needs is added, never changed: a second inventory with the test hosts' addresses and
-SSH keys after the user's own (`-i connection.json`), the stand-in nixpkgs for flake inputs (there is no
-network), and the built collection where Galaxy would serve it.
+What the test machine needs differs from a user's machine only in files the docs tell the user to edit: the
+inventory gets the test hosts' addresses and connection (as a user puts in their server's address), the flake's
+nixpkgs input points at the stand-in nixpkgs (there is no network). Galaxy is not reachable: where a doc installs
+the collection, the same collection, built here, is installed. The stand-in Hetzner APIs take the docs'
+placeholder credentials, and their address comes from the environment (HCLOUD_ENDPOINT, HROBOT_API_ENDPOINT).
+No command gets an -i or -e the reader does not see.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 
+import yaml
+
 from ansinix_test import REPO_ROOT, docs
 from ansinix_test.ansible import CALLBACK_DIR, PlaybookRun, ansible_env
-from ansinix_test.fakehetzner import CLOUD_TOKEN, ROBOT_PASSWORD, ROBOT_USER, FakeHetzner
-from ansinix_test.fleet import build_collection, connection_inventory, copy_example, copy_stand_in
+from ansinix_test.fakehetzner import CLOUD_TOKEN, FakeHetzner
+from ansinix_test.fleet import (build_collection, connection_vars, copy_example, copy_stand_in, link_installed_collection,
+                                point_flake, point_inventory)
 from ansinix_test.hosts import INSTALL_NIX_COMMAND, REBOOT_COMMAND
 
 HOWTO = os.path.join(REPO_ROOT, "examples", "howto")
+DEPLOY = "ansible-playbook -i inventory.yml ansinix.nixos.site"
 
 
 class Shell:
     """Runs doc commands in a user's directory, with a home of its own and the additions of `rules`."""
 
-    def __init__(self, testhosts, tmp_path, cwd, rules):
-        self.cwd, self.rules, self.tmp = str(cwd), rules, tmp_path
+    def __init__(self, testhosts, tmp_path, cwd, rules=(), installed=False):
+        self.cwd, self.rules, self.tmp = str(cwd), list(rules), tmp_path
         self.env = ansible_env(testhosts, {"HOME": str(tmp_path / "home"), "ANSIBLE_CALLBACKS_ENABLED": "ansinix_test_recorder",
                                            "ANSIBLE_CALLBACK_PLUGINS": CALLBACK_DIR})
         self.env.pop("ANSIBLE_INVENTORY")  # the docs' commands name their inventory
+        if installed:  # the collection as the docs install it, in the home, not this checkout's
+            self.env.pop("ANSIBLE_COLLECTIONS_PATH")
         self.runs = 0
 
     def run(self, text):
@@ -51,13 +61,21 @@ def block_with(blocks, text, whole=False):
     return found[0]
 
 
-def playbook_rule(connection):
-    return (lambda w: w[0] == "ansible-playbook", lambda w: w + ["-i", connection])
+def galaxy_rule(tarball):
+    """Galaxy is not reachable from the tests: `ansible-galaxy collection install ansinix.nixos` installs the
+    same collection, built here."""
+    return (lambda w: w[:3] == ["ansible-galaxy", "collection", "install"] and w[3:] == ["ansinix.nixos"],
+            lambda w: w[:3] + [tarball])
 
 
-def lock_rule(stand_in):
-    return (lambda w: w[0] == "nix" and "lock" in w and w[w.index("lock") - 1] == "flake",
-            lambda w: w + ["--override-input", "nixpkgs", "path:" + stand_in])
+def exported(blocks, name):
+    """The value a doc's `export NAME='...'` line gives (the stand-in API takes the docs' placeholders)."""
+    for block in blocks:
+        for line in docs.commands(block):
+            found = re.match(r"export %s='([^']*)'$" % name, line)
+            if found:
+                return found.group(1)
+    raise AssertionError("no doc block exports %s" % name)
 
 
 def system_of(host):
@@ -68,12 +86,10 @@ def test_install(tmp_path):
     """The guide's install commands, in a new home with Debian's Python, from the package index."""
     home = tmp_path / "home"
     home.mkdir()
-    tarball = [build_collection(tmp_path)]
     # Only the system's Python and tools: not this checkout's venv, not its collections.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "VIRTUAL_ENV", "PYTHON"))}
     env.update(HOME=str(home), PATH="/usr/bin:/bin")
-    rules = [(lambda w: w[:3] == ["ansible-galaxy", "collection", "install"] and w[3:] == ["ansinix.nixos"],
-              lambda w: w[:3] + tarball)]  # Galaxy is not reachable from the tests: the same collection, built here
+    rules = [galaxy_rule(build_collection(tmp_path))]
     (block,) = docs.run_blocks("install")
     proc = subprocess.run(["bash", "-c", docs.script(block, rules)], cwd=str(home), env=env, capture_output=True, text=True,
                           timeout=900, check=False)
@@ -89,16 +105,37 @@ def test_install(tmp_path):
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
 
 
+def test_quickstart(fresh_hosts, testhosts, tmp_path):
+    """The README's three commands: install the collection, copy its example, and (after the edits the README
+    names: the address) deploy it."""
+    (web,) = fresh_hosts("web")
+    home = tmp_path / "home"
+    home.mkdir()
+    stand_in = copy_stand_in(str(tmp_path / "stand-in"))
+    shell = Shell(testhosts, tmp_path, home, [galaxy_rule(build_collection(tmp_path))], installed=True)
+    (block,) = docs.run_blocks("quickstart")
+    install, copy, deploy = docs.commands(block)
+    for line in (install, copy):
+        done = shell.line(line)
+        assert done.rc == 0, str(done)
+    fleet = home / "fleet"
+    assert (home / ".ansible" / "collections" / "ansible_collections" / "ansinix" / "nixos" / "MANIFEST.json").exists()
+    point_inventory(fleet / "inventory.yml", testhosts, ["web"])
+    point_flake(fleet / "nix" / "flake.nix", stand_in)
+    first = shell.line(deploy)
+    assert first.rc == 0, str(first)
+    assert system_of(web).endswith("-nixos-system-web-26.11") and web.generation() == 2
+
+
 def test_guide(fresh_hosts, testhosts, tmp_path):
-    """docs/guide.md from step 1 to the secrets, on one test host named like the guide's server."""
+    """docs/guide.md from the copy to the secrets, on one test host named like the guide's server."""
     (web,) = fresh_hosts("web")
     base = system_of(web)
-    fleet = tmp_path / "home" / "fleet"
-    fleet.parent.mkdir()
-    copy_example("guide", fleet)
+    home = tmp_path / "home"
+    home.mkdir()
+    link_installed_collection(home)
     stand_in = copy_stand_in(str(tmp_path / "stand-in"))
-    connection = connection_inventory(testhosts, ["web"], tmp_path / "connection.json")
-    shell = Shell(testhosts, tmp_path, fleet, [playbook_rule(connection), lock_rule(stand_in)])
+    shell = Shell(testhosts, tmp_path, home)
     blocks = docs.run_blocks("guide")
     used = []
 
@@ -107,14 +144,22 @@ def test_guide(fresh_hosts, testhosts, tmp_path):
         used.append(block)
         return shell.block(block)
 
-    # 1. Pin nixpkgs.
+    # 1. Copy the example; the user's edits: the server's address, and (here) the stand-in nixpkgs.
+    copied = run("cp -r ")
+    assert copied.rc == 0, str(copied)
+    fleet = home / "fleet"
+    shell.cwd = str(fleet)  # the block's `cd ~/fleet`
+    point_inventory(fleet / "inventory.yml", testhosts, ["web"])
+    point_flake(fleet / "nix" / "flake.nix", stand_in)
+
+    # 2. Pin nixpkgs.
     lock = run("flake lock")
     assert lock.rc == 0, lock.stderr
     locked = json.loads((fleet / "nix" / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]
     assert locked["type"] == "path" and locked["path"] == stand_in and locked["narHash"].startswith("sha256-")
 
     # 3. Deploy, and again: nothing changes.
-    deploy = block_with(blocks, "ansible-playbook -i inventory.yml ansinix.nixos.site\n", whole=True)
+    deploy = block_with(blocks, DEPLOY + "\n", whole=True)
     first = run(deploy.text, whole=True)
     assert first.rc == 0, str(first)
     deployed = system_of(web)
@@ -144,10 +189,20 @@ def test_guide(fresh_hosts, testhosts, tmp_path):
     secrets = run("ansible-vault encrypt")
     assert secrets.rc == 0, str(secrets)
     assert (fleet / "group_vars" / "nixos" / "vault.yml").read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
-    assert oct(os.stat(tmp_path / "home" / ".fleet-vault-password").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(home / ".fleet-vault-password").st_mode & 0o777) == "0o600"
     key = web.stat("/run/keys/api-token")
     assert (key["user"], key["mode"]) == ("root", 0o400) and web.read_file("/run/keys/api-token") == "replace-me"
     assert web.exists("/run/current-system/sw/bin/git") and system_of(web) != base  # web.nix as it is now
+
+    # After a reboot the deploy did not make, /run/keys is empty: --tags keys sends the keys, and only them.
+    running, generation = system_of(web), web.generation()
+    web.run("rm -f /run/keys/api-token")
+    shell.env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(home / ".fleet-vault-password")  # the terminal still has it
+    resent = run("--tags keys")
+    assert resent.rc == 0, str(resent)
+    assert web.read_file("/run/keys/api-token") == "replace-me"
+    assert (system_of(web), web.generation()) == (running, generation)
+    assert {e["task"] for e in resent.events if e["result"].get("changed")} == {"Put the keys in place"}
 
     assert sorted(b.line for b in used) == sorted(b.line for b in blocks), "a block of the guide was not run"
 
@@ -160,17 +215,16 @@ def _fleet_shell(fresh_hosts, testhosts, tmp_path):
     # What `nix flake lock` does on a user's machine, with the stand-in for nixpkgs.
     subprocess.run(["nix", "--extra-experimental-features", "nix-command flakes", "flake", "lock", "--override-input",
                     "nixpkgs", "path:" + stand_in], cwd=str(fleet / "nix"), env=ansible_env(), capture_output=True, check=True)
-    connection = connection_inventory(testhosts, list(hosts), tmp_path / "connection.json")
-    return hosts, fleet, Shell(testhosts, tmp_path, fleet, [playbook_rule(connection)])
+    point_inventory(fleet / "inventory.yml", testhosts, list(hosts))
+    return hosts, fleet, Shell(testhosts, tmp_path, fleet)
 
 
 def test_fleet_everyday_commands_and_rollbacks(fresh_hosts, testhosts, tmp_path):
-    """The README's everyday commands and the how-to's rollbacks, in a copy of examples/fleet."""
+    """The everyday commands and the how-to's rollbacks, in a copy of examples/fleet."""
     hosts, fleet, shell = _fleet_shell(fresh_hosts, testhosts, tmp_path)
-    everyday = docs.commands(block_with(docs.run_blocks("fleet"), "--check --diff"))
-    rollbacks = docs.commands(block_with(docs.run_blocks("fleet"), "nixos_generation"))
-    deploy, plan, rollback = everyday
-    assert len(rollbacks) == 2
+    (block,) = docs.run_blocks("fleet")
+    rollback, given = docs.commands(block)
+    deploy, plan = DEPLOY, DEPLOY + " --check --diff"
 
     # The ansible.cfg of the example is the one in effect.
     config = subprocess.run(["ansible-config", "dump", "--only-changed"], cwd=str(fleet), env=shell.env, capture_output=True,
@@ -208,8 +262,7 @@ def test_fleet_everyday_commands_and_rollbacks(fresh_hosts, testhosts, tmp_path)
     assert system_of(hosts["web1"]) == before["web1"][0] and hosts["web1"].generation() == 2
     assert hosts["web2"].generation() == 3
 
-    previous, given = rollbacks
-    assert shell.line(previous).rc == 0
+    assert shell.line(rollback).rc == 0
     assert hosts["web1"].generation() == 1  # the system the host was installed with
     assert shell.line(given).rc == 0
     assert hosts["web1"].generation() == 3 and hosts["web1"].exists("/run/current-system/sw/bin/git")
@@ -228,7 +281,7 @@ def test_fleet_pinned_by_path_and_by_input_override(fresh_hosts, testhosts, tmp_
     # The classic variant: the inventory names no flake; each how-to file says what to build.
     inventory = fleet / "inventory.yml"
     inventory.write_text("".join(line for line in inventory.read_text().splitlines(True) if "nixos_flake:" not in line))
-    deploy = "ansible-playbook -i inventory.yml ansinix.nixos.site -e @%s"
+    deploy = DEPLOY + " -e @%s"
 
     by_path = shell.line(deploy % os.path.join(HOWTO, "pin-file.yml"))
     assert by_path.rc == 0, str(by_path)
@@ -305,6 +358,41 @@ def test_awx_project_through_ansible_runner(fresh_hosts, testhosts, tmp_path):
     assert api.count("/v1/servers") >= 1
 
 
+def test_inventory_quick_start(testhosts, tmp_path):
+    """docs/inventory.md's quick start: the example source, its credentials from the environment, against the
+    stand-in APIs; a second listing comes from the cache."""
+    (block,) = docs.run_blocks("inventory")
+    work = tmp_path / "work"
+    (work / "inventory").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    shutil.copy(os.path.join(REPO_ROOT, "inventory", "hetzner.yml"), work / "inventory" / "hetzner.yml")
+    credentials = {name: exported([block], name) for name in ("HCLOUD_TOKEN", "HROBOT_API_USER", "HROBOT_API_PASSWORD")}
+    with FakeHetzner(cloud_token=credentials["HCLOUD_TOKEN"], robot_user=credentials["HROBOT_API_USER"],
+                     robot_password=credentials["HROBOT_API_PASSWORD"]) as api:
+        api.cloud.add_server(name="web1", labels={"nixos": "web"})
+        api.cloud.add_server(name="db1", labels={"team": "data"})  # no nixos label: not listed
+        api.robot.add_server(number=123456, name="dedi1")
+        shell = Shell(testhosts, tmp_path, work)
+        shell.env.update(HCLOUD_ENDPOINT=api.cloud_url, HROBOT_API_ENDPOINT=api.robot_url)
+        first = shell.block(block)
+        assert first.rc == 0, first.stdout + first.stderr
+        requests = len(api.requests)
+        again = shell.block(block)
+        assert again.rc == 0 and again.stdout == first.stdout, again.stdout + again.stderr
+        assert len(api.requests) == requests  # the cache answered
+    lines = first.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith("|--@nixos:"))
+    depth = lines[start].index("@")
+    members = []
+    for line in lines[start + 1:]:
+        if line.index("|--") < depth:
+            break
+        members.append(line.split("|--")[-1])
+    assert sorted(members) == ["dedi1", "web1"], first.stdout
+    cache = "".join(p.read_text() for p in (tmp_path / "home" / ".cache" / "ansinix-inventory").iterdir())
+    assert "dedi1" in cache and not any(value in cache for value in credentials.values())
+
+
 def _md_driver():
     """Whether this machine's kernel has the md driver the dedicated server's mdadm RAID1 needs."""
     return os.path.exists("/proc/mdstat")
@@ -312,73 +400,68 @@ def _md_driver():
 
 def test_bootstrap(fresh_hosts, testhosts, tmp_path):
     """docs/bootstrap.md on test machines with loop-device disks, reset into a rescue system through the stand-in
-    Robot and Cloud APIs: the dedicated server's plan and install (which stops before any change where the kernel
-    lacks the md driver, as the doc says), the rescue by hand and the rerun, the Cloud server and the Debian server
-    installed from start to finish, their facts read by facts.nix, and the everyday deploy."""
+    Robot and Cloud APIs: the copy of the example, the dedicated server's plan and install (which stops before any
+    change where the kernel lacks the md driver, as the doc says), the rescue by hand and the rerun, the Cloud server
+    and the Debian server installed from start to finish, their facts read by facts.nix, and the everyday deploy."""
     hosts = {h.name: h for h in fresh_hosts("dedi1", "cloud1", "deb1",
                                             dedi1={"disks": [700, 700], "system": None, "nix": False, "nixos": False},
                                             cloud1={"disks": [600], "system": None, "nix": False, "nixos": False},
                                             deb1={"system": None, "nix": False, "nixos": False})}
     dedi1, cloud1, deb1 = hosts["dedi1"], hosts["cloud1"], hosts["deb1"]
-    fleet = tmp_path / "home" / "servers"
-    fleet.parent.mkdir()
-    copy_example("bootstrap", fleet)
+    home = tmp_path / "home"
+    home.mkdir()
+    link_installed_collection(home)
     stand_in = copy_stand_in(str(tmp_path / "stand-in"))
     with open(testhosts.ssh_key_path + ".pub", encoding="utf-8") as f:
         harness_key = f.read().strip()
-    user_inventory = json.loads(subprocess.run(["ansible-inventory", "-i", str(fleet / "inventory.yml"), "--list"],
-                                               env=ansible_env(), capture_output=True, text=True, check=True).stdout)
-    layouts = {name: user_inventory["_meta"]["hostvars"][name].get("nixos_disks") for name in hosts}
-    with FakeHetzner() as api:
-        server = api.robot.add_server(number=123456, name="dedi1")
-        robot_key = api.robot.add_key("laptop", harness_key)
+    blocks = docs.run_blocks("bootstrap")
+    credentials = {name: exported(blocks, name) for name in ("HROBOT_API_USER", "HROBOT_API_PASSWORD", "HCLOUD_TOKEN")}
+    with FakeHetzner(cloud_token=credentials["HCLOUD_TOKEN"], robot_user=credentials["HROBOT_API_USER"],
+                     robot_password=credentials["HROBOT_API_PASSWORD"]) as api:
+        api.robot.add_server(number=123456, name="dedi1")
+        api.robot.add_key("laptop", harness_key)  # the key name of the doc's inventory
         api.cloud.add_server(name="cloud1")
-        api.cloud.add_ssh_key("laptop", harness_key)  # the key name of the doc's inventory
+        api.cloud.add_ssh_key("laptop", harness_key)
 
         def on_reset(kind, srv, rescue):
             name = "dedi1" if kind == "robot" else srv["name"]
             hosts[name].power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
         api.on_reset = on_reset
 
-        # What only the test machine needs, after the user's inventory: the test hosts' addresses and SSH key,
-        # their loop devices in place of the NVMe and virtio disks (the rest of each layout as the doc has it),
-        # the harness's Nix installer and reboots, the API stand-in's address, and the harness's key in Robot
-        # (a fingerprint is the key's own, the doc's is an example).
-        connection = connection_inventory(testhosts, list(hosts), tmp_path / "connection.json")
-        with open(connection, encoding="utf-8") as f:
-            added = json.load(f)
-        for name, host in hosts.items():
-            added["all"]["hosts"][name].update(nixos_nix_install_command=INSTALL_NIX_COMMAND, nixos_reboot_command=REBOOT_COMMAND,
-                                               nixos_known_hosts_file=testhosts.known_hosts_path, nixos_reboot_timeout=120,
-                                               nixos_rescue_timeout=120,
-                                               # A test host's / is the machine's own: the old /boot goes under its /root.
-                                               nixos_boot_backup_dir="/root/boot.bak")
-            if layouts[name]:
-                added["all"]["hosts"][name]["nixos_disks"] = dict(layouts[name], disks=host.disks())
-        # deb1's / is on no disk of its own, as on no real server: name the disk GRUB would go on.
-        added["all"]["hosts"]["deb1"]["nixos_grub_devices"] = ["/dev/vda"]
-        added["all"]["hosts"]["dedi1"].update(nixos_rescue_ssh_keys=[robot_key["fingerprint"]],
-                                              nixos_hetzner_robot={"endpoint": api.robot_url})
-        with open(connection, "w", encoding="utf-8") as f:
-            json.dump(added, f, indent=1)
-        credentials = {"HROBOT_API_USER": ROBOT_USER, "HROBOT_API_PASSWORD": ROBOT_PASSWORD, "HCLOUD_TOKEN": CLOUD_TOKEN}
-        rules = [
-            playbook_rule(connection), lock_rule(stand_in),
-            (lambda w: w[0] == "ansible", lambda w: w + ["-i", connection]),
-            # The stand-in's credentials for the doc's placeholders.
-            (lambda w: w[0] == "export" and w[1].split("=")[0] in credentials,
-             lambda w: ["export", "%s=%s" % (w[1].split("=")[0], credentials[w[1].split("=")[0]])]),
-        ]
-        shell = Shell(testhosts, tmp_path, fleet, rules)
-        # The user's terminal keeps what the doc exported for the next commands.
-        shell.env.update(credentials, HCLOUD_ENDPOINT=api.cloud_url)
-        blocks = docs.run_blocks("bootstrap")
+        shell = Shell(testhosts, tmp_path, home)
+        # The user's terminal keeps what the doc exported for the next commands; the stand-in APIs' address.
+        shell.env.update(credentials, HCLOUD_ENDPOINT=api.cloud_url, HROBOT_API_ENDPOINT=api.robot_url)
         used = []
 
         def run(text, whole=False):
             block = block_with(blocks, text, whole)
             used.append(block)
             return shell.block(block)
+
+        copied = run("cp -r ")
+        assert copied.rc == 0, str(copied)
+        servers = home / "servers"
+        shell.cwd = str(servers)  # the block's `cd ~/servers`
+        # The user's edits, for the test machine: the test hosts' addresses and connection, their loop devices in
+        # place of the NVMe and virtio disks (the rest of each layout as the doc has it), the harness's Nix
+        # installer and reboots; and the stand-in nixpkgs in the flake.
+        inventory = servers / "inventory.yml"
+        layouts = {name: json.loads(subprocess.run(["ansible-inventory", "-i", str(inventory), "--host", name], env=ansible_env(),
+                                                   capture_output=True, text=True, check=True).stdout).get("nixos_disks")
+                   for name in hosts}
+        extra = {}
+        for name, host in hosts.items():
+            extra[name] = dict(nixos_nix_install_command=INSTALL_NIX_COMMAND, nixos_reboot_command=REBOOT_COMMAND,
+                               nixos_known_hosts_file=testhosts.known_hosts_path, nixos_reboot_timeout=120,
+                               nixos_rescue_timeout=120,
+                               # A test host's / is the machine's own: the old /boot goes under its /root.
+                               nixos_boot_backup_dir="/root/boot.bak")
+            if layouts[name]:
+                extra[name]["nixos_disks"] = dict(layouts[name], disks=host.disks())
+        # deb1's / is on no disk of its own, as on no real server: name the disk GRUB would go on.
+        extra["deb1"]["nixos_grub_devices"] = ["/dev/vda"]
+        point_inventory(inventory, testhosts, list(hosts), extra)
+        point_flake(servers / "nix" / "flake.nix", stand_in)
 
         lock = run("flake lock")
         assert lock.rc == 0, lock.stderr
@@ -400,7 +483,7 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
             assert refused.startswith("raid=mdadm needs the kernel's md driver"), str(result)
             for disk in dedi1.disks():  # nothing was changed
                 assert dedi1.run("blkid -p %s" % disk, check=False).returncode == 2
-            assert not (fleet / "nix" / "hosts" / "dedi1").exists()
+            assert not (servers / "nix" / "hosts" / "dedi1").exists()
 
         with testhosts.serve_reboots():
             dedi1_installed(run("ansible-playbook -i inventory.yml ansinix.nixos.bootstrap --limit dedi1 "
@@ -431,27 +514,30 @@ def test_bootstrap(fresh_hosts, testhosts, tmp_path):
             system = host.readlink("/run/current-system")
             assert system.endswith("-nixos-system-%s-26.11" % name) and host.exists("/etc/NIXOS"), system
             # The configuration's hardware module reads the facts the roles wrote.
-            facts = json.loads((fleet / "nix" / "hosts" / name / "hardware.json").read_text())
+            facts = json.loads((servers / "nix" / "hosts" / name / "hardware.json").read_text())
             config = json.loads(subprocess.run(
                 ["nix-instantiate", "--eval", "--strict", "--json", "-E", "import %s/facts.nix (builtins.fromJSON "
-                 "(builtins.readFile %s/hosts/%s/hardware.json))" % (fleet / "nix", fleet / "nix", name)],
+                 "(builtins.readFile %s/hosts/%s/hardware.json))" % (servers / "nix", servers / "nix", name)],
                 capture_output=True, text=True, check=True).stdout)
             root = facts["hardware"]["file_systems"]["/"]
             assert config["fileSystems"]["/"]["device"] == root["device"] and config["fileSystems"]["/"]["fsType"] == root["fsType"]
             uplink = config["systemd"]["network"]["networks"]["10-uplink"]
             assert uplink["matchConfig"]["MACAddress"] == facts["network"]["mac"] != ""
             assert uplink["address"][0] == "%s/%s" % (host.address, facts["network"]["ipv4"]["prefix_length"])
-        cloud_facts = json.loads((fleet / "nix" / "hosts" / "cloud1" / "hardware.json").read_text())
+        cloud_facts = json.loads((servers / "nix" / "hosts" / "cloud1" / "hardware.json").read_text())
         assert cloud_facts["hardware"]["file_systems"]["/"]["device"] == "/dev/disk/by-label/root"
         assert cloud_facts["hardware"]["file_systems"]["/"]["fsType"] == "ext4"
+        assert cloud_facts["hardware"]["boot"] == "bios"  # boot: auto, on a machine without /sys/firmware/efi
         assert cloud_facts["hardware"]["grub_devices"] == cloud1.disks()
 
-        # Everyday deploys: what the bootstrap installed is what the site deploys (dedi1 only where it could be installed).
+        # Everyday deploys: what the bootstrap installed is what the site deploys. Where dedi1 could not be
+        # installed, it is not in the inventory the user deploys (as a server that was never installed).
         systems = {n: hosts[n].readlink("/run/current-system") for n in ("cloud1", "deb1")}
         if not _md_driver():
-            shell.rules.insert(0, (lambda w: w[:4] == ["ansible-playbook", "-i", "inventory.yml", "ansinix.nixos.site"],
-                                   lambda w: w + ["-i", connection, "--limit", "!dedi1"]))
-        site = run("ansinix.nixos.site\n")
+            data = yaml.safe_load(inventory.read_text())
+            del data["nixos"]["hosts"]["dedi1"]
+            inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+        site = run(DEPLOY + "\n", whole=True)
         assert site.rc == 0, str(site)
         assert {n: hosts[n].readlink("/run/current-system") for n in systems} == systems
         assert not any(r["changed"] for r in site.results("Switch to the new system").values())

@@ -7,6 +7,10 @@ suite runs it, so that what the docs show is what the tests run:
     <!-- doc-test: excerpt examples/ansible.cfg -->      the block is a verbatim part of that file
     <!-- doc-test: run guide -->                         tests/integration/test_docs.py runs these commands in
                                                           its scenario `guide`
+    <!-- doc-test: illustration -->                      shown to explain, not to be typed as is (a fragment, a
+                                                          placeholder such as /nix/store/...); nothing runs it
+
+Every Markdown file under docs/ and every README is checked: a block without a marker fails the unit test.
 
 tests/unit/test_docs.py checks the markers; the integration tests read the blocks from here, so a command
 changed in the docs is the command the tests run.
@@ -18,28 +22,32 @@ import shlex
 
 from ansinix_test import REPO_ROOT
 
-# The documents whose blocks are checked, and for the README the sections that belong to the deploy
-# role and its guides (the modules' own sections are covered by their tests).
-DOCS = {
-    "README.md": ["Try it", "The everyday deploy"],
-    "docs/guide.md": None,
-    "docs/bootstrap.md": None,
-    "docs/how-it-works.md": None,
-    "docs/comparison.md": None,
-    "docs/howto.md": None,
-    "roles/deploy/README.md": None,
-    "roles/rescue_install/README.md": None,
-    "roles/infect/README.md": None,
-}
-KINDS = ("file", "excerpt", "run")
-# The scenarios of tests/integration/test_docs.py that run `run` blocks.
-SCENARIOS = ("install", "guide", "fleet", "demo", "bootstrap")
+
+
+def documents():
+    """Every README of the repository (roles' too) and every Markdown file under docs/, relative paths."""
+    found = []
+    for top, dirs, files in os.walk(REPO_ROOT):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("tests", "bench", "node_modules"))
+        rel = os.path.relpath(top, REPO_ROOT)
+        for name in sorted(files):
+            path = name if rel == "." else os.path.join(rel, name)
+            if name == "README.md" or (path.startswith("docs" + os.sep) and name.endswith(".md")):
+                found.append(path.replace(os.sep, "/"))
+    return found
+
+
+# The documents whose blocks are checked, all of each.
+DOCS = dict.fromkeys(documents())
+KINDS = ("file", "excerpt", "run", "illustration")
+# The scenarios that run `run` blocks: tests/integration/test_docs.py's, the demo (tests/integration/test_demo.py)
+# and ci, the commands .ci/run runs (tests/unit/test_docs.py checks that it does).
+SCENARIOS = ("install", "quickstart", "guide", "fleet", "inventory", "demo", "bootstrap", "ci")
 
 Block = collections.namedtuple("Block", "doc line lang text kind arg")
 
 _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 _MARKER = re.compile(r"^<!-- doc-test: (\S+)(?: (\S+))? -->$")
-_HEADING = re.compile(r"^#+ (.*)$")
 
 
 class DocError(Exception):
@@ -47,15 +55,11 @@ class DocError(Exception):
 
 
 def blocks(doc):
-    """The fenced blocks of one document (path relative to the repository) in the sections DOCS names."""
-    sections = DOCS.get(doc)
+    """The fenced blocks of one document (path relative to the repository)."""
     with open(os.path.join(REPO_ROOT, doc), encoding="utf-8") as f:
         lines = f.read().split("\n")
-    found, section, i = [], None, 0
+    found, i = [], 0
     while i < len(lines):
-        heading = _HEADING.match(lines[i])
-        if heading:
-            section = heading.group(1).strip()
         fence = _FENCE.match(lines[i])
         if not fence:
             i += 1
@@ -66,8 +70,6 @@ def blocks(doc):
             raise DocError("%s:%d: a code block that never ends" % (doc, start + 1))
         text = "\n".join(line[len(indent):] if line.startswith(indent) else line for line in lines[start + 1:end]) + "\n"
         i = end + 1
-        if sections is not None and section not in sections:
-            continue
         previous = lines[start - 1].strip() if start > 0 else ""
         marker = _MARKER.match(previous)
         if not marker:
@@ -103,6 +105,8 @@ def check(block):
     where = "%s:%d" % (block.doc, block.line)
     if block.kind not in KINDS:
         return "%s: unknown marker kind %r (one of %s)" % (where, block.kind, ", ".join(KINDS))
+    if block.kind == "illustration":
+        return "%s: an illustration takes no argument" % where if block.arg else None
     if block.kind == "run":
         if block.arg not in SCENARIOS:
             return "%s: unknown scenario %r (one of %s)" % (where, block.arg, ", ".join(SCENARIOS))
