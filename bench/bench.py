@@ -555,6 +555,7 @@ def main(argv=None):
         bench.write(args.output, started, time.time() - started)
         print("wrote %s" % args.output)
         return 0
+
     def everything(names):
         bench.fresh_deploy(names, args.rounds)
         bench.no_change_rerun(names, args.rounds)
