@@ -40,6 +40,7 @@ LOCK_WAIT = 600
 PARAM_KEYS = (
     "action", "activate", "system", "profile", "generation", "nix_env", "install_bootloader",
     "rollback_on_failure", "confirm_timeout", "keep_generations", "token", "connection_id", "lock_file", "log",
+    "boot_once",
 )
 
 
@@ -344,6 +345,30 @@ class Runner:
         self.log("confirmed over a new connection (%s)" % words[1])
         return True
 
+    def boot_once(self):
+        """Make the new generation the system of the next boot only, the previous one staying the default.
+
+        For a system that refuses a live switch: if it does not come up and get confirmed, the boot after
+        that is the previous generation's. systemd-boot's LoaderEntryOneShot (`bootctl set-oneshot`) does
+        it; the deploy makes the new generation the default once the host is back on it.
+        """
+        self.update(state="booting-once")
+        previous, new = self.status.get("previous_generation"), self.status.get("new_generation")
+        if previous is None or new in (None, previous):
+            raise RuntimeError("there is no previous generation to keep as the boot default")
+        if self.nix_env("--switch-generation", str(previous)) != 0:
+            raise RuntimeError("nix-env could not switch the profile back to generation %s" % previous)
+        previous_system = generations(self.params["profile"]).get(previous)
+        if self.switch_to_configuration(previous_system, "boot") != 0:
+            raise RuntimeError("switch-to-configuration boot of the previous system %s failed" % previous_system)
+        entry = "nixos-generation-%d.conf" % new
+        bootctl = next((p for p in (os.path.join(s, "sw", "bin", "bootctl") for s in (self.params["system"], previous_system))
+                        if os.path.exists(p)), None)
+        if bootctl is None or self.run_logged([bootctl, "set-oneshot", entry]) != 0:
+            raise RuntimeError("could not make %s the entry of the next boot only (bootctl set-oneshot; the boot loader must "
+                               "be systemd-boot)" % entry)
+        self.update(boot_once_entry=entry)
+
     def prune(self):
         keep = self.params.get("keep_generations")
         if not keep:
@@ -386,6 +411,8 @@ class Runner:
             else:
                 self.update(outcome="failed")
             return
+        if params.get("boot_once"):
+            self.boot_once()
         if params["action"] in ("switch", "test") and params.get("confirm_timeout", 0) > 0:
             if not self.await_confirmation(params["confirm_timeout"]):
                 self.rollback("unconfirmed")

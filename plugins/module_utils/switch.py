@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation import (
     LOCK_FILE, Activation, DeployLock, last_run, remove_old_runs,
@@ -40,6 +41,7 @@ ARGUMENT_SPEC = dict(
     keep_generations=dict(type="int"),
     lock_timeout=dict(type="int", default=300),
     activation_timeout=dict(type="int", default=1800),
+    on_refused_switch=dict(type="str", default="fail", choices=["fail", "boot"]),
     **NIX_ARGUMENT_SPEC
 )
 
@@ -63,6 +65,50 @@ def command_path_for_later(path):
             break
         path = target
     return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+# What switch-to-configuration prints when the new system's pre-switch checks refuse (stc-ng's
+# do_pre_switch_check), whatever its exit code (stc-ng's die() exits with errno).
+REFUSED_MARK = "Pre-switch checks failed"
+
+
+def classify_pre_switch_check(rc, output):
+    """What `switch-to-configuration check` said: passed, refused, unsupported (a system older than the
+    `check` action, whose usage lists no check) or error (it could not run the checks at all)."""
+    if REFUSED_MARK in output:
+        return "refused"
+    if rc == 0:
+        return "passed"
+    usage = re.search(r"^Usage: \S+ \[([a-z|-]+)\]", output, re.M)
+    if usage and "check" not in usage.group(1).split("|"):
+        return "unsupported"
+    return "error"
+
+
+def refusal_reason(output):
+    """One line: the checks that refused, each with its last words (for switchInhibitors: what changed)."""
+    lines = [line.rstrip() for line in output.splitlines()]
+    reasons = []
+    for i, line in enumerate(lines):
+        failed = re.match(r"^Pre-switch check '(.+)' failed$", line)
+        if not failed:
+            continue
+        before = lines[:i]
+        if failed.group(1) == "switchInhibitors":
+            # NixOS's inhibitor check lists `name : old -> new` for each critical component that changed.
+            detail = ", ".join(re.sub(r" : ", ": ", l) for l in before if re.match(r"^\S+ : .* -> .*$", l))
+        else:
+            detail = next((l.strip() for l in reversed(before) if l.strip()), "")[:200]
+        reasons.append("pre-switch check '%s' failed%s" % (failed.group(1), " (%s)" % detail if detail else ""))
+    return "; ".join(reasons) or "its pre-switch checks failed"
+
+
+def boot_once_message(result, check_mode=False):
+    """What a system booted once instead of switched to means for the user, in one line."""
+    return ("%s refuses a live switch (%s); it %s the system of the next boot only, and the previous generation stays the "
+            "boot default: reboot, then run with generation=%s action=boot to make it the default"
+            % (result["system"], result["refused_switch"]["reason"], "would become" if check_mode else "is",
+               result.get("boot_once_generation") or "<boot_once_generation>"))
 
 
 def validate_params(params):
@@ -180,8 +226,10 @@ class Switch:
                           last_activation=last_run())
             if up_to_date(self.action, self.profile.current_path(), previous, path, activate_path):
                 return result
+            boot_once = self.refused_switch(result, activate_path)
             activation = Activation.start(lock, {
                 "action": self.action,
+                "boot_once": boot_once,
                 "system": path,
                 "activate": activate_path,
                 "profile": self.profile.path,
@@ -200,6 +248,41 @@ class Switch:
         remove_old_runs()
         return result
 
+    # -- a live switch the new system refuses ----------------------------------------------------------
+
+    def live_switch_refusal(self, activate_path):
+        """None when the new system takes a live switch, else why not (its pre-switch checks, run by its own
+        `switch-to-configuration check`, which changes nothing). Systems without the check action have none."""
+        if self.action not in ACTIVATES:
+            return None  # a boot runs the checks itself, with action boot, and a failure is rolled back
+        rc, out, err = self.module.run_command([os.path.join(activate_path, "bin", "switch-to-configuration"), "check"])
+        output = (out or "") + (err or "")
+        verdict = classify_pre_switch_check(rc, output)
+        if verdict == "error":
+            raise NixError("the pre-switch checks of %s could not run (switch-to-configuration check exited %d): %s"
+                           % (activate_path, rc, tail(output, 3).replace("\n", " | ") or "no output"))
+        if verdict != "refused":
+            return None
+        return {"reason": refusal_reason(output), "output": tail(output)}
+
+    def refused_switch(self, result, activate_path, check_mode=False):
+        """Whether the system is to be booted once instead of switched to (True), raising NixError when
+        it refuses a live switch and the user did not allow that; fills result either way."""
+        refusal = self.live_switch_refusal(activate_path)
+        if refusal is None:
+            return False
+        result["refused_switch"] = refusal
+        if self.action != "switch" or self.params["on_refused_switch"] != "boot":
+            fix = ("set on_refused_switch=boot to boot it instead (the deploy role: nixos_reboot: if_needed)"
+                   if self.action == "switch" else "action=test cannot boot it instead; use action=switch with on_refused_switch=boot")
+            outcome = "the switch would fail" if check_mode else "nothing was changed"
+            raise NixError("%s refuses a live switch: %s; %s. To reboot into it, %s"
+                           % (activate_path, refusal["reason"], outcome, fix), **result)
+        # Booted once: the previous generation stays the boot default until the deploy confirms the new one.
+        self.action = "boot"
+        result.update(action="boot", boot_once=True, reboot_required=True, msg=boot_once_message(result, check_mode))
+        return True
+
     def dry_run(self, result, path, activate_path, check_mode):
         """Check mode and action=dry-activate: say what would happen, change nothing."""
         current = realpath_or_none(CURRENT_SYSTEM)
@@ -211,6 +294,9 @@ class Switch:
         # switch-to-configuration has a lock of its own and fails at once when a deploy holds it.
         lock = DeployLock(self.params["lock_timeout"]).acquire() if os.path.exists(LOCK_FILE) else None
         try:
+            if check_mode and self.refused_switch(result, activate_path, check_mode=True):
+                self.note_boot_once_in_diff(result)
+                return result
             rc, out, err = self.module.run_command([os.path.join(activate_path, "bin", "switch-to-configuration"), "dry-activate"])
         finally:
             if lock:
@@ -221,6 +307,16 @@ class Switch:
             raise NixError("dry-activate of %s failed (exit %d): %s" % (activate_path, rc, tail(err or out, 3).replace("\n", " | ")),
                            **result)
         return result
+
+    @staticmethod
+    def note_boot_once_in_diff(result):
+        """The plan in the diff: what refused the live switch, and what happens instead."""
+        note = ("live switch refused: %s\nwould instead: boot it once, reboot, and make it the boot default when the "
+                "host comes back (the previous generation stays the default until then)\n" % result["refused_switch"]["reason"])
+        if "diff" in result:
+            result["diff"]["prepared"] = note + result["diff"]["prepared"]
+        else:
+            result["diff"] = {"prepared": note}
 
     def report(self, result, activation, status):
         """Fill result from the runner's status; raise NixError when the switch did not stick."""
@@ -234,6 +330,10 @@ class Switch:
         )
         booted = realpath_or_none(BOOTED_SYSTEM)
         result["reboot_required"] = bool(booted) and reboot_required(current if self.action in ACTIVATES else result["system"])
+        if status.get("boot_once_entry"):
+            result.update(reboot_required=True, boot_once_entry=status["boot_once_entry"],
+                          boot_once_generation=status.get("new_generation"))
+            result["msg"] = boot_once_message(result)
         if status.get("state") == "awaiting-confirmation":
             result["confirm"] = activation.confirm_request()
             return

@@ -114,6 +114,23 @@ options:
       - After a successful (and confirmed) switch, delete system generations beyond the newest N, and update the
         boot loader so that it no longer lists them. Never the current one or the booted one.
     type: int
+  on_refused_switch:
+    description:
+      - What to do when the new system refuses a live switch. A NixOS system refuses it when one of its pre-switch
+        checks (C(system.preSwitchChecks)) fails, for example because a critical component it lists in
+        C(system.switch.inhibitors) (such as the D-Bus implementation) differs from the running system's. The module
+        asks the system with C(switch-to-configuration check) before it changes anything.
+      - V(fail) fails the task with the checks' reason and changes nothing.
+      - V(boot), with O(action=switch), makes the system the one the host starts at its B(next boot only) (systemd-boot's
+        C(LoaderEntryOneShot), set with C(bootctl set-oneshot)) and returns RV(boot_once=true) and
+        RV(reboot_required=true). The previous generation stays the profile's current one and the boot default, so if
+        the new system does not come up, the boot after that starts the previous one. After the reboot, run the task
+        again with O(generation) set to RV(boot_once_generation) and O(action=boot) to make the new system the boot
+        default. The C(ansinix.nixos.deploy) role does both when C(nixos_reboot) is V(if_needed) or V(always).
+      - V(boot) needs systemd-boot. With another boot loader the task fails and the previous generation stays the default.
+    type: str
+    choices: [fail, boot]
+    default: fail
   lock_timeout:
     description:
       - Seconds to wait for another deploy on the same host to finish.
@@ -144,6 +161,22 @@ EXAMPLES = r"""
   ansinix.nixos.nixos_switch:
     path: "{{ web1_system.out_path }}"
     action: boot
+
+- name: Switch, or when the new system refuses a live switch, boot it once and reboot
+  ansinix.nixos.nixos_switch:
+    path: "{{ web1_system.out_path }}"
+    on_refused_switch: boot
+  register: web1_switch
+
+- name: Reboot into the system booted once
+  ansible.builtin.reboot:
+  when: web1_switch.boot_once | default(false)
+
+- name: Make it the boot default now that it came back
+  ansinix.nixos.nixos_switch:
+    generation: "{{ web1_switch.boot_once_generation }}"
+    action: boot
+  when: web1_switch.boot_once | default(false)
 
 - name: Go back to the previous generation
   ansinix.nixos.nixos_switch:
@@ -193,6 +226,29 @@ reboot_required:
   description: The new system's kernel, initrd or kernel modules differ from the booted system's.
   returned: always
   type: bool
+refused_switch:
+  description: Why the new system refused a live switch (see O(on_refused_switch)), with the last lines its
+    pre-switch checks printed.
+  returned: when the new system refused a live switch
+  type: dict
+  sample: {"reason": "pre-switch check 'switchInhibitors' failed (dbus-implementation: dbus -> broker)", "output": "..."}
+boot_once:
+  description: The system refused a live switch and is the system of the next boot only (O(on_refused_switch=boot)).
+    Reboot the host, then run the task with O(generation) set to RV(boot_once_generation) and O(action=boot) to make it
+    the boot default.
+  returned: when the new system refused a live switch and O(on_refused_switch=boot)
+  type: bool
+boot_once_entry:
+  description: The boot loader entry the host starts at its next boot only.
+  returned: when the system was booted once
+  type: str
+  sample: nixos-generation-8.conf
+boot_once_generation:
+  description: The generation of the system booted once. After the reboot, O(generation) with O(action=boot) makes it
+    the boot default.
+  returned: when the system was booted once
+  type: int
+  sample: 8
 rolled_back:
   description: The host went back to its previous generation (failed activation, or no confirmation).
   returned: always

@@ -205,7 +205,8 @@ def test_usage_error_and_not_nixos(host, fresh_hosts):
     for bad in ("reboot", ""):
         proc = stc(host, base, bad)
         assert proc.returncode == 1
-        assert proc.stderr.splitlines()[0] == "Usage: %s/bin/switch-to-configuration [switch|boot|test|dry-activate]" % base
+        # switch-to-configuration-ng's usage, which lists `check` first.
+        assert proc.stderr.splitlines()[0] == "Usage: %s/bin/switch-to-configuration [check|switch|boot|test|dry-activate]" % base
         assert "dry-activate: show what would be done if this configuration were activated" in proc.stderr
     (debian,) = fresh_hosts("fx2", fx2={"nixos": False, "system": None})
     debian.import_closure(base)
@@ -214,6 +215,73 @@ def test_usage_error_and_not_nixos(host, fresh_hosts):
         assert (proc.returncode, proc.stderr) == (1, "This is not a NixOS installation!\n")
     assert not debian.exists("/run/current-system") and not debian.exists("/boot/loader")
     assert not debian.exists("/etc/static")
+
+
+def test_pre_switch_checks_refuse_before_anything_changes_unless_nixos_no_check(host):
+    # As NixOS's system.preSwitchChecks: each gets the new system and the action; the first that fails is named,
+    # and switch-to-configuration says "Pre-switch checks failed" and exits before the boot loader or activation.
+    refusing = build_system(name="base", version="psc", preSwitchChecks={
+        "args": 'echo "got $1 $2"', "zz-hostname": "echo 'not this host'; false"})
+    host.import_closure(refusing)
+    before = (host.readlink("/run/current-system"), boot_entries(host), loader_default(host), unit_states(host))
+    for action in ("check", "switch", "boot", "test", "dry-activate"):
+        proc = stc(host, refusing, action)
+        assert proc.returncode == 1, (action, proc.stderr)
+        assert proc.stderr.splitlines() == ["got %s %s" % (refusing, action), "not this host",
+                                            "Pre-switch check 'zz-hostname' failed", "Pre-switch checks failed"]
+    assert (host.readlink("/run/current-system"), boot_entries(host), loader_default(host), unit_states(host)) == before
+    proc = stc(host, refusing, "test", env="NIXOS_NO_CHECK=1")
+    assert proc.returncode == 0 and "Pre-switch" not in proc.stderr and host.readlink("/run/current-system") == refusing
+    assert stc(host, build_system(name="base"), "check").returncode == 0  # no checks: `check` passes, says nothing
+
+
+def test_switch_inhibitors_refuse_a_live_switch_not_a_boot(host):
+    # As system.switch.inhibitors: a value that changed against the running system refuses switch, test and check
+    # with NixOS's message; boot and dry-activate skip the check; names only one side has do not count.
+    dbus = build_system(name="base", version="inh1", switchInhibitors={"dbus-implementation": "dbus", "systemd": "258"})
+    broker = build_system(name="base", version="inh2", switchInhibitors={"dbus-implementation": "broker", "systemd": "258",
+                                                                           "new-one": "x"})
+    for path in (dbus, broker):
+        host.import_closure(path)
+    assert host.read_file(broker + "/switch-inhibitors") == '{"dbus-implementation":"broker","new-one":"x","systemd":"258"}'
+    proc = stc(host, dbus, "test")  # the running base system lists none
+    assert proc.returncode == 0 and "Checking switch inhibitors... done" in proc.stderr, proc.stderr
+    for action in ("check", "switch", "test"):
+        proc = stc(host, broker, action)
+        assert proc.returncode == 1, (action, proc.stderr)
+        assert in_order(proc.stderr, ["Checking switch inhibitors...", "There are changes to critical components of the system:",
+                                      "dbus-implementation : dbus -> broker",
+                                      "You probably want to run 'nixos-rebuild boot' and reboot your system instead.",
+                                      "you can set NIXOS_NO_CHECK=1 to ignore pre-switch checks.",
+                                      "Pre-switch check 'switchInhibitors' failed", "Pre-switch checks failed"]), proc.stderr
+        assert "new-one" not in proc.stderr and "systemd :" not in proc.stderr
+    assert host.readlink("/run/current-system") == dbus
+    proc = stc(host, broker, "dry-activate")
+    assert proc.returncode == 0 and "Not checking switch inhibitors (action = dry-activate)" in proc.stderr
+    set_profile(host, broker)
+    proc = stc(host, broker, "boot")
+    assert proc.returncode == 0 and "Not checking switch inhibitors (action = boot)" in proc.stderr
+    assert host.readlink("/run/current-system") == dbus and loader_default(host).endswith(".conf")
+    host.reboot()
+    assert host.readlink("/run/current-system") == broker
+    assert stc(host, broker, "switch").returncode == 0
+
+
+def test_bootctl_set_oneshot_boots_an_entry_once(host):
+    base, other = build_system(name="base"), build_system(name="base", version="once")
+    host.import_closure(other)
+    set_profile(host, other)
+    assert stc(host, other, "boot").returncode == 0
+    set_profile(host, base)  # back to the previous generation as the default
+    assert stc(host, base, "boot").returncode == 0
+    entries = boot_entries(host)
+    once = next(e for e in entries if host.entry_system(e) == other)
+    proc = host.run("%s/sw/bin/bootctl set-oneshot %s" % (other, once), check=False)
+    assert proc.returncode == 0 and host.oneshot_boot_entry() == once
+    host.reboot()
+    assert host.readlink("/run/booted-system") == other and host.oneshot_boot_entry() is None
+    host.reboot()
+    assert host.readlink("/run/booted-system") == base
 
 
 def test_updating_a_boot_loader_that_was_never_installed_fails(fresh_hosts):
@@ -375,7 +443,7 @@ def test_packages_knob_shows_in_closure_diffs():
     assert re.search(r"^htop: ∅ → 3\.3\.0", proc.stdout, re.M), proc.stdout
     assert re.search(r"^nginx: 1\.24\.0 → 1\.26\.0", proc.stdout, re.M), proc.stdout
     assert "openssl" not in proc.stdout
-    assert sorted(os.listdir(upgraded + "/sw/bin")) == ["coreutils", "htop", "nginx", "openssl", "sh"]
+    assert sorted(os.listdir(upgraded + "/sw/bin")) == ["bootctl", "coreutils", "htop", "nginx", "openssl", "sh"]
 
 
 # -- building -------------------------------------------------------------------------------------

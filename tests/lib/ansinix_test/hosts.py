@@ -34,6 +34,8 @@ DEPLOY_USER = "deploy"
 DEPLOY_UID = 1500
 # What a playbook runs on a test host to have the harness reboot it (see TestHosts.serve_reboots).
 REBOOT_COMMAND = "touch /var/lib/ansinix-harness/reboot-request"
+# The EFI variable LoaderEntryOneShot of a test host, as the fixture systems' bootctl writes it.
+ONESHOT_VAR = "/boot/.fixture-efivars/LoaderEntryOneShot"
 
 # A host name is its hostname, part of its netns name and an inventory name.
 HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -579,17 +581,34 @@ class Host:
         """The system the boot loader would start, as the fixture systems record it under /boot."""
         conf = self.run("cat /boot/loader/loader.conf 2>/dev/null", check=False).stdout
         entry = next((line.split(None, 1)[1].strip() for line in conf.splitlines() if line.startswith("default ")), None)
-        if not entry:
-            return None
-        for line in self.read_file("/boot/loader/entries/" + entry).splitlines():
+        return self.entry_system(entry) if entry else None
+
+    def entry_system(self, entry):
+        """The system of a boot loader entry (its init= option), or None when there is no such entry."""
+        text = self.run("cat /boot/loader/entries/%s 2>/dev/null" % shlex.quote(entry), check=False).stdout
+        for line in text.splitlines():
             for word in line.split():
                 if word.startswith("init="):
                     return os.path.dirname(word[len("init="):])
         return None
 
+    def oneshot_boot_entry(self):
+        """The entry systemd-boot starts at the next boot only (LoaderEntryOneShot, which the fixture's bootctl sets)."""
+        return self.run("cat %s 2>/dev/null" % ONESHOT_VAR, check=False).stdout.strip() or None
+
+    def _next_boot_system(self):
+        """What systemd-boot starts: the one-shot entry, which it deletes as it reads it, else the default."""
+        oneshot = self.oneshot_boot_entry()
+        if oneshot:
+            self.run("rm -f %s" % ONESHOT_VAR)
+            system = self.entry_system(oneshot)
+            if system:
+                return system
+        return self.default_boot_system()
+
     def _boot(self):
-        """What NixOS stage 2 does with the default boot entry: run its init (activation, units), record it as booted."""
-        system = self.default_boot_system()
+        """What NixOS stage 2 does with the boot loader's entry: run its init (activation, units), record it as booted."""
+        system = self._next_boot_system()
         if system:
             self.run("%s/init && ln -sfn %s /run/booted-system" % (system, system))
 
