@@ -239,8 +239,8 @@ def test_switch_inhibitors_refuse_a_live_switch_not_a_boot(host):
     # As system.switch.inhibitors: a value that changed against the running system refuses switch, test and check
     # with NixOS's message; boot and dry-activate skip the check; names only one side has do not count.
     dbus = build_system(name="base", version="inh1", switchInhibitors={"dbus-implementation": "dbus", "systemd": "258"})
-    broker = build_system(name="base", version="inh2", switchInhibitors={"dbus-implementation": "broker", "systemd": "258",
-                                                                           "new-one": "x"})
+    broker = build_system(name="base", version="inh2",
+                          switchInhibitors={"dbus-implementation": "broker", "systemd": "258", "new-one": "x"})
     for path in (dbus, broker):
         host.import_closure(path)
     assert host.read_file(broker + "/switch-inhibitors") == '{"dbus-implementation":"broker","new-one":"x","systemd":"258"}'
