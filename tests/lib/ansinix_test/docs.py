@@ -23,7 +23,6 @@ import shlex
 from ansinix_test import REPO_ROOT
 
 
-
 def documents():
     """Every README of the repository (roles' too) and every Markdown file under docs/, relative paths."""
     found = []
