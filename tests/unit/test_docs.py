@@ -22,6 +22,20 @@ def test_every_scenario_has_commands_and_a_test():
         assert re.search(r'run_blocks\("%s"\)' % scenario, integration) or scenario in ("demo", "ci"), scenario
 
 
+def test_commands_in_prose_are_run():
+    """An `ansible-playbook -i ...` or `ansible -i ...` in a sentence is a command a reader may type: it must be one
+    that a run block shows (and a test runs), word for word."""
+    run = {line for b in docs.all_blocks() if b.kind == "run" for line in docs.commands(b)}
+    loose = []
+    for doc in docs.DOCS:
+        with open(os.path.join(REPO_ROOT, doc), encoding="utf-8") as f:
+            text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+        for span in re.findall(r"`((?:ansible-playbook|ansible) -i [^`]+)`", text.replace("\n", " ")):
+            if not any(span in line for line in run):
+                loose.append("%s: %s" % (doc, span))
+    assert loose == [], "commands in prose that no run block shows: %s" % loose
+
+
 def test_every_readme_and_page_is_checked():
     pages = glob.glob(os.path.join(REPO_ROOT, "docs", "**", "*.md"), recursive=True)
     readmes = [os.path.join(REPO_ROOT, "README.md")] + glob.glob(os.path.join(REPO_ROOT, "roles", "*", "README.md"))
