@@ -18,7 +18,7 @@ import yaml
 from ansinix_test import REPO_ROOT, docs
 from ansinix_test.ansible import CALLBACK_DIR, PlaybookRun, ansible_env
 from ansinix_test.fakehetzner import CLOUD_TOKEN, FakeHetzner
-from ansinix_test.fleet import (build_collection, connection_vars, copy_example, copy_stand_in, link_installed_collection,
+from ansinix_test.fleet import (build_collection, copy_example, copy_stand_in, link_installed_collection,
                                 point_flake, point_inventory)
 from ansinix_test.hosts import INSTALL_NIX_COMMAND, REBOOT_COMMAND
 
