@@ -280,7 +280,9 @@ class Switch:
                            % (activate_path, refusal["reason"], outcome, fix), **result)
         # Booted once: the previous generation stays the boot default until the deploy confirms the new one.
         self.action = "boot"
-        result.update(action="boot", boot_once=True, reboot_required=True, msg=boot_once_message(result, check_mode))
+        result.update(action="boot", boot_once=True, reboot_required=True)
+        if check_mode:
+            result["msg"] = boot_once_message(result, check_mode)  # the run's own comes with the runner's result
         return True
 
     def dry_run(self, result, path, activate_path, check_mode):
@@ -330,6 +332,8 @@ class Switch:
         )
         booted = realpath_or_none(BOOTED_SYSTEM)
         result["reboot_required"] = bool(booted) and reboot_required(current if self.action in ACTIVATES else result["system"])
+        if "boot_once" in result:
+            result["boot_once"] = bool(status.get("boot_once_entry"))
         if status.get("boot_once_entry"):
             result.update(reboot_required=True, boot_once_entry=status["boot_once_entry"],
                           boot_once_generation=status.get("new_generation"))

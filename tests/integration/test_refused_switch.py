@@ -41,6 +41,14 @@ def show(proc):
     return "rc=%d\n%s\n%s" % (proc.returncode, proc.stdout[-4000:], proc.stderr[-2000:])
 
 
+def generations(h):
+    return sorted(int(n) for n in re.findall(r"^system-(\d+)-link$", h.run("ls %s" % os.path.dirname(PROFILE)).stdout, re.M))
+
+
+def boot_entries(h):
+    return sorted(h.run("ls /boot/loader/entries").stdout.split())
+
+
 def state(h):
     """Everything a refused switch must leave alone: profile links, running system, boot loader, one-shot entry."""
     return h.run(
@@ -140,6 +148,22 @@ def test_an_inhibited_switch_with_a_reboot_allowed_boots_it_once_and_unconfirmed
     host.reboot()  # ... and, nobody having confirmed it, the previous one after that
     assert host.readlink("/run/booted-system") == running and host.readlink("/run/current-system") == running
     assert host.generation() == 2
+
+
+def test_a_one_shot_entry_the_host_cannot_set_fails_and_leaves_the_previous_generation_the_default(host, run_ansible):
+    running, inhibited = host.readlink("/run/current-system"), system(3, switchInhibitors=BROKER)
+    host.import_closure(inhibited)
+    host.run("rm -rf /boot/.fixture-efivars && touch /boot/.fixture-efivars")  # firmware variables read-only
+    entries = boot_entries(host)
+    proc, result = adhoc(run_ansible, "path=%s on_refused_switch=boot" % inhibited)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr, show(proc)
+    assert result["msg"].startswith("the runner failed: could not make nixos-generation-3.conf the entry of the next boot "
+                                    "only (bootctl set-oneshot; the boot loader must be systemd-boot); rolled back to "), result["msg"]
+    assert result["rolled_back"] and not result["boot_once"] and not result["reboot_required"]
+    assert "Read-only file system" in host.read_file(result["log"])
+    # Fail closed: the new generation is gone, the previous one is the profile's, the default and what runs.
+    assert host.readlink("/run/current-system") == running and host.generation() == 2 and generations(host) == [1, 2]
+    assert host.default_boot_system() == running and boot_entries(host) == entries and host.oneshot_boot_entry() is None
 
 
 def test_the_role_refuses_without_a_reboot_allowed_and_with_one_reboots_into_the_system_and_confirms_it(
