@@ -173,9 +173,9 @@ def test_the_role_refuses_without_a_reboot_allowed_and_with_one_reboots_into_the
     inventory.write_text("all:\n  hosts:\n    sbweb: {nixos_configuration: web}\n")
     args = ["-i", testhosts.inventory_path, "-i", str(inventory), "-e", "nixos_file=" + FLEET, "-l", "sbweb"]
 
-    def deploy(inhibitors, **more):
+    def deploy(inhibitors, extra=(), **more):
         values = dict(nixos_args={"overrides": {"web": {"switchInhibitors": inhibitors}}}, nixos_reboot_command=REBOOT_COMMAND)
-        return run_playbook(SITE, args=args + ["-e", json.dumps(dict(values, **more))])
+        return run_playbook(SITE, args=args + ["-e", json.dumps(dict(values, **more))] + list(extra))
 
     run = deploy(DBUS)
     assert run.rc == 0, str(run)
@@ -187,6 +187,12 @@ def test_the_role_refuses_without_a_reboot_allowed_and_with_one_reboots_into_the
     assert run.rc != 0, str(run)
     msg = run.result("Switch to the new system", "sbweb")["msg"]
     assert "refuses a live switch: pre-switch check 'switchInhibitors' failed (dbus-implementation: dbus -> broker)" in msg
+    assert state(web) == before
+
+    # --check --diff: the plan says the host refuses, and what happens instead.
+    run = deploy(BROKER, nixos_reboot="if_needed", extra=["--check", "--diff"])
+    assert run.rc == 0 and "live switch refused: pre-switch check 'switchInhibitors' failed" in run.stdout, str(run)
+    assert "would instead: boot it once, reboot, and make it the boot default" in run.stdout
     assert state(web) == before
 
     boot_id = web.boot_id()
