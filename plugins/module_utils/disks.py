@@ -25,6 +25,8 @@ LABEL_LIMITS = {"ext4": 16, "xfs": 12, "btrfs": 255, "vfat": 11, "swap": 15, "no
 TYPE_CODES = {"bios": "ef02", "esp": "ef00", "linux": "8300", "swap": "8200", "raid": "fd00"}
 BIOS_BOOT_MIB = 1
 LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# Names of the boot partitions: BIOS, and ESP (one disk) or ESP0, ESP1, ... (one per disk, as its FAT label too).
+RESERVED_LABEL_RE = re.compile(r"^(BIOS|ESP[0-9]*)$", re.I)
 SIZE_RE = re.compile(r"^(\d+)\s*([MGT]i?B?|[MGT])?$", re.I)
 
 
@@ -106,7 +108,7 @@ def normalize(params, efi_firmware):
         fs = entry.get("fs", "ext4")
         if not LABEL_RE.match(label):
             raise LayoutError("%s: label %r must be letters, digits, - or _ (it names the partition and its file system)" % (what, label))
-        if label in labels or label.upper() in ("ESP", "BIOS"):
+        if label in labels or RESERVED_LABEL_RE.match(label):
             raise LayoutError("%s: label %s is %s" % (what, label, "used twice" if label in labels else "reserved for the boot partition"))
         labels.add(label)
         if fs not in FILESYSTEMS:
@@ -134,26 +136,47 @@ def normalize(params, efi_firmware):
         raise LayoutError("no partition is mounted at /: give the root file system mount: /")
     if len(set(mounts)) != len(mounts):
         raise LayoutError("mount point %s is used twice" % next(m for m in mounts if mounts.count(m) > 1))
-    if boot == "efi" and "/boot" in mounts:
-        raise LayoutError("boot=efi mounts the ESP at /boot; drop the partition mounted at /boot")
+    esps = _esp_mounts(boot, len(disks))
+    taken = [m for m in esps if m in mounts]
+    if taken:
+        raise LayoutError("boot=efi mounts %s at %s; drop the partition mounted at %s"
+                          % ("the ESP" if len(disks) == 1 else "each disk's ESP", ", ".join(esps), ", ".join(taken)))
     return {
         "disks": disks, "boot": boot, "raid": raid, "partitions": partitions,
         "esp_mib": parse_size(params.get("esp_size") or "512M", "esp_size") if boot == "efi" else None,
     }
 
 
-def _boot_partition(layout):
+def _esp_mounts(boot, count):
+    if boot != "efi":
+        return []
+    return ["/boot"] + ["/boot-fallback%s" % ("" if i == 1 else i) for i in range(1, count)]
+
+
+def esp_mounts(layout):
+    """Where each disk's ESP is mounted: /boot, then /boot-fallback, /boot-fallback2, ... (GRUB's mirroredBoots)."""
+    return _esp_mounts(layout["boot"], len(layout["disks"]))
+
+
+def esp_label(layout, index):
+    """The ESP's partition name and FAT label on the disk at index: ESP with one disk; ESP0, ESP1, ... with
+    several, so that each one can be mounted by its own name."""
+    return "ESP" if len(layout["disks"]) == 1 else "ESP%d" % index
+
+
+def _boot_partition(layout, index):
     if layout["boot"] == "efi":
-        return {"label": "ESP", "size_mib": layout["esp_mib"], "type": "esp"}
+        return {"label": esp_label(layout, index), "size_mib": layout["esp_mib"], "type": "esp"}
     if layout["boot"] == "bios":
         return {"label": "BIOS", "size_mib": BIOS_BOOT_MIB, "type": "bios"}
     return None
 
 
-def partition_table(layout):
-    """Every disk's GPT, in order: (number, partition name, size in MiB or None, type code)."""
+def partition_table(layout, index=0):
+    """The GPT of the disk at index, in order: (number, partition name, size in MiB or None, type code).
+    Every disk has the same, but for the name of its ESP."""
     table = []
-    boot = _boot_partition(layout)
+    boot = _boot_partition(layout, index)
     if boot:
         table.append((boot["label"], boot["size_mib"], TYPE_CODES[boot["type"]]))
     for part in layout["partitions"]:
@@ -204,11 +227,11 @@ def plan(layout, root, wipe_devices=(), stop_arrays=()):
         steps.append(["mdadm", "--stop", array])
     for device in wipe_devices:
         steps.append(["wipefs", "--all", "--force", device])
-    for disk in layout["disks"]:
+    for index, disk in enumerate(layout["disks"]):
         argv = ["sgdisk", "--zap-all", disk]
         steps.append(argv)
         argv = ["sgdisk"]
-        for number, name, size, code in partition_table(layout):
+        for number, name, size, code in partition_table(layout, index):
             argv += ["-n", "%d:0:%s" % (number, "+%dM" % size if size else "0"), "-t", "%d:%s" % (number, code),
                      "-c", "%d:%s" % (number, name)]
         steps.append(argv + [disk])
@@ -219,8 +242,8 @@ def plan(layout, root, wipe_devices=(), stop_arrays=()):
             steps.append(["mdadm", "--create", vol["md"], "--run", "--level=1",
                           "--raid-devices=%d" % len(vol["members"]), "--homehost=any", "--name=%s" % vol["label"]] + vol["members"])
         steps.extend(mkfs(vol))
-    for device in esp_devices(layout):
-        steps.append(["mkfs.vfat", "-F", "32", "-n", "ESP", device])
+    for index, device in enumerate(esp_devices(layout)):
+        steps.append(["mkfs.vfat", "-F", "32", "-n", esp_label(layout, index), device])
     steps.extend(mount_steps(layout, root))
     return steps
 
@@ -244,8 +267,9 @@ def mkfs(vol):
 def mount_points(layout):
     """(mount point, device, fs, options) under the installed system's root, parents first."""
     points = [(vol["mount"], vol["device"], vol["fs"], vol["mount_options"]) for vol in volumes(layout) if vol["mount"]]
-    if layout["boot"] == "efi":
-        points.append(("/boot", esp_devices(layout)[0], "vfat", ["umask=0077"]))
+    # With several ESPs, each is nofail: the system boots (from the other disk) with one disk gone.
+    options = ["umask=0077"] + (["nofail"] if len(layout["disks"]) > 1 else [])
+    points += [(mount, device, "vfat", options) for mount, device in zip(esp_mounts(layout), esp_devices(layout))]
     return sorted(points, key=lambda p: (p[0].rstrip("/").count("/"), p[0]))
 
 
@@ -264,9 +288,11 @@ def mount_steps(layout, root):
 def hardware(layout):
     """What a NixOS configuration needs to boot from this layout, by label (udev makes the links at boot)."""
     file_systems = {}
+    esps = esp_mounts(layout)
     for point, _device, fs, options in mount_points(layout):
-        if point == "/boot" and layout["boot"] == "efi":
-            file_systems[point] = {"device": "/dev/disk/by-partlabel/ESP", "fsType": "vfat", "options": options}
+        if point in esps:
+            label = esp_label(layout, esps.index(point))
+            file_systems[point] = {"device": "/dev/disk/by-partlabel/%s" % label, "fsType": "vfat", "options": options}
             continue
         vol = next(v for v in volumes(layout) if v["mount"] == point)
         file_systems[point] = {"device": "/dev/disk/by-label/%s" % (vol["label"].upper() if fs == "vfat" else vol["label"]),
@@ -280,9 +306,10 @@ def hardware(layout):
         "boot": layout["boot"],
         "raid": layout["raid"],
         "disks": layout["disks"],
-        # For boot.loader.grub.devices (BIOS) or boot.loader.grub.mirroredBoots / systemd-boot (EFI).
+        # For boot.loader.grub.devices (BIOS), or boot.loader.grub.mirroredBoots (EFI: one per ESP mount).
         "grub_devices": layout["disks"] if layout["boot"] == "bios" else [],
         "esp_devices": esp_devices(layout),
+        "esp_mounts": esp_mounts(layout),
         "file_systems": file_systems,
         "swap_devices": swaps,
         "mdadm_arrays": [v["md"] for v in volumes(layout) if v["md"]],
@@ -292,8 +319,8 @@ def hardware(layout):
 def applied(layout, probe):
     """True when the disks already carry this layout: every disk's partition names in order and every file
     system's type and label, as probe(device) -> {blkid key: value} reports them."""
-    for disk in layout["disks"]:
-        for number, name, _size, _code in partition_table(layout):
+    for index, disk in enumerate(layout["disks"]):
+        for number, name, _size, _code in partition_table(layout, index):
             if probe(partition_path(disk, number)).get("PART_ENTRY_NAME") != name:
                 return False
     for vol in volumes(layout):
@@ -497,7 +524,7 @@ class Disks:
         # What is mounted under root, by device: a disko configuration declares its own file systems anyway.
         hardware = {
             "boot": boot, "raid": "script", "disks": self.layout["disks"],
-            "grub_devices": self.layout["disks"] if boot == "bios" else [], "esp_devices": [],
+            "grub_devices": self.layout["disks"] if boot == "bios" else [], "esp_devices": [], "esp_mounts": [],
             "file_systems": mounts,
             "swap_devices": [{"device": d} for d in self.swaps(devices)],
             "mdadm_arrays": [],

@@ -12,8 +12,11 @@ version_added: 0.1.0
 description:
   - Lays out whole disks for a NixOS installation and mounts the result under O(root), as the first steps of
     C(nixos-install). The C(ansinix.nixos.rescue_install) role uses it from a rescue system; it is usable on its own.
-  - Every disk gets the same GPT. Partition 1 is the boot partition, an EFI system partition (ESP, FAT32, mounted
-    at C(/boot)) or a 1 MiB BIOS boot partition for GRUB. The O(partitions) follow in order.
+  - Every disk gets the same GPT. Partition 1 is the boot partition, an EFI system partition (ESP, FAT32) or a 1 MiB
+    BIOS boot partition for GRUB. The O(partitions) follow in order.
+  - With one disk, the ESP is named C(ESP) and mounted at C(/boot). With several, each disk's ESP has its own name and
+    FAT label (C(ESP0), C(ESP1), ...) and mount point (C(/boot), C(/boot-fallback), C(/boot-fallback2), ...), with
+    C(nofail). GRUB's C(boot.loader.grub.mirroredBoots) then puts the boot loader on each, so either disk boots alone.
   - With several disks, each partition is mirrored, with mdadm RAID1 (O(raid=mdadm), the usual set-up of a Hetzner
     dedicated server) or with btrfs's own RAID1 (O(raid=btrfs)).
   - A safety interlock checks every disk in O(disks) before the first change and fails closed, naming what it found.
@@ -170,7 +173,9 @@ hardware:
   description:
     - What the configuration needs to boot from these disks. C(file_systems), mount point to C(device),
       C(fsType) and C(options), as NixOS's C(fileSystems) takes them. C(swap_devices) for C(swapDevices).
-      C(boot) (V(efi) or V(bios)), C(grub_devices) for C(boot.loader.grub.devices), C(esp_devices),
+      C(boot) (V(efi) or V(bios)), C(grub_devices) for C(boot.loader.grub.devices), C(esp_devices) and
+      C(esp_mounts) (the ESPs and their mount points, in the order of O(disks); one C(boot.loader.grub.mirroredBoots)
+      entry per mount point when there are several),
       C(raid), C(mdadm_arrays) (set C(boot.swraid.enable) when not empty), and C(disks).
       - With O(script), C(file_systems) lists what is mounted under O(root) by device, C(swap_devices) the swap in use
         on O(disks), and C(raid) is V(script).

@@ -165,6 +165,24 @@ def test_boot_changes_only_the_boot_default(host):
     assert last_bootloader_run(host) == ("boot", new, "0")
 
 
+def test_mirrored_boot_paths_each_get_the_loader_and_every_entry(host):
+    """bootPaths (GRUB's mirroredBoots): the same loader and entries go to each path; a path that lacks the loader
+    gets it without NIXOS_INSTALL_BOOTLOADER, as install-grub.pl installs where its state file is missing."""
+    base = build_system(name="base")
+    new = build_system(name="base", version="mirrored", bootPaths=["/boot", "/boot/mirror"])
+    set_profile(host, new)
+    host.run("rm -rf /boot/mirror")
+    assert stc(host, new, "switch").returncode == 0
+    for path in ("/boot", "/boot/mirror"):
+        assert host.read_file(path + "/EFI/BOOT/BOOTX64.EFI") == "systemd-boot (fixture)\n"
+        assert sorted(host.run("ls %s/loader/entries" % path).stdout.split()) == ["nixos-generation-1.conf", "nixos-generation-2.conf"]
+        assert host.read_file(path + "/loader/entries/nixos-generation-1.conf") == expected_entry(base, 1)
+        assert host.read_file(path + "/loader/entries/nixos-generation-2.conf") == expected_entry(new, 2)
+        assert re.search(r"^default nixos-generation-2.conf$", host.read_file(path + "/loader/loader.conf"), re.M)
+    assert host.read_file("/boot/mirror/loader/ansinix-bootloader.log").split()[-1] == "install_bootloader=1"
+    assert last_bootloader_run(host) == ("switch", new, "0")
+
+
 def test_test_activates_without_touching_the_boot_loader(host):
     base = build_system(name="base")
     new = build_system(name="base", version="test", units={"sshd.service": "openssh 9.6", "nginx.service": "nginx 1.25"})

@@ -92,6 +92,32 @@ def test_efi_esp_at_boot(tmp_path):
     assert config["boot"]["loader"]["efi"]["efiSysMountPoint"] == "/boot"
 
 
+def test_two_disk_efi_mirrors_grub_onto_each_esp(tmp_path):
+    """Two disks with EFI: an ESP on each, at /boot and /boot-fallback, by its own name; GRUB on both (mirroredBoots),
+    at the firmware's fallback path, so that either disk boots alone."""
+    facts = facts_of({"disks": ["/dev/nvme0n1", "/dev/nvme1n1"], "raid": "mdadm",
+                      "partitions": [{"label": "root", "fs": "ext4", "mount": "/"}]}, efi=True)
+    config = evaluate(tmp_path, facts)
+    assert config["fileSystems"]["/boot"] == {"device": "/dev/disk/by-partlabel/ESP0", "fsType": "vfat", "options": ["umask=0077", "nofail"]}
+    assert config["fileSystems"]["/boot-fallback"] == {
+        "device": "/dev/disk/by-partlabel/ESP1", "fsType": "vfat", "options": ["umask=0077", "nofail"]}
+    grub = config["boot"]["loader"]["grub"]
+    assert grub["devices"] == [] and grub["efiSupport"] and grub["efiInstallAsRemovable"]
+    assert grub["mirroredBoots"] == [{"path": "/boot", "devices": ["nodev"], "efiSysMountPoint": "/boot"},
+                                     {"path": "/boot-fallback", "devices": ["nodev"], "efiSysMountPoint": "/boot-fallback"}]
+    assert "canTouchEfiVariables" not in config["boot"]["loader"]["efi"]  # NixOS's default, false: the removable install needs it
+
+
+def test_facts_of_an_older_two_disk_efi_install_keep_their_one_esp(tmp_path):
+    """A facts file written before the ESPs were mirrored has no esp_mounts: the configuration stays as it was."""
+    facts = facts_of({"disks": ["/dev/sda", "/dev/sdb"], "raid": "mdadm", "partitions": [{"label": "root", "mount": "/"}]}, efi=True)
+    del facts["hardware"]["esp_mounts"], facts["hardware"]["file_systems"]["/boot-fallback"]
+    facts["hardware"]["file_systems"]["/boot"]["device"] = "/dev/disk/by-partlabel/ESP"
+    config = evaluate(tmp_path, facts)
+    grub = config["boot"]["loader"]["grub"]
+    assert grub["devices"] == ["nodev"] and "mirroredBoots" not in grub and sorted(config["fileSystems"]) == ["/", "/boot"]
+
+
 def test_infect_facts_with_an_esp_at_boot_efi(tmp_path):
     """What the infect role writes for an EFI Debian Cloud image: the running root and its ESP at /boot/efi."""
     hardware = {"boot": "efi", "raid": "none", "disks": ["/dev/sda"], "grub_devices": [], "esp_devices": ["/dev/sda15"],

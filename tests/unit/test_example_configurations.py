@@ -47,7 +47,9 @@ def test_the_fleets_configurations(name):
       "partitions": [{"label": "swap", "size": "16G", "fs": "swap"}, {"label": "root", "size": "100%", "fs": "ext4", "mount": "/"}]},
      False),
     ({"disks": ["/dev/sda"], "partitions": [{"label": "root", "fs": "ext4", "mount": "/"}]}, True),
-], ids=["dedicated-raid1-bios", "cloud-efi"])
+    ({"disks": ["/dev/nvme0n1", "/dev/nvme1n1"], "boot": "auto", "raid": "mdadm",
+      "partitions": [{"label": "root", "size": "100%", "fs": "ext4", "mount": "/"}]}, True),
+], ids=["dedicated-raid1-bios", "cloud-efi", "dedicated-raid1-efi"])
 def test_the_bootstrap_configuration_with_the_facts_the_roles_write(tmp_path, layout, efi):
     network = {"interface": "eth0", "mac": "a8:a1:59:00:00:01", "interfaces": [],
                "ipv4": {"address": "203.0.113.20", "prefix_length": "26", "gateway": "203.0.113.1"},
@@ -75,7 +77,20 @@ STATE = '{ system.stateVersion = "%s"; }' % RELEASE
     ([ROOT, STATE], "You must set the option ‘boot.loader.grub.devices’"),
     ([BOOT, STATE], "does not specify your root file system"),
     ([BOOT, ROOT], "system.stateVersion is not set"),
-], ids=["renamed-option", "removed-option", "routeConfig", "no-boot-loader", "no-root-file-system", "no-state-version"])
+    ([ROOT, STATE, '{ boot.loader.grub = { devices = [ "nodev" ]; efiSupport = true; efiInstallAsRemovable = true; }; '
+                   'boot.loader.efi.canTouchEfiVariables = true; }'],
+     "If you wish to to use boot.loader.grub.efiInstallAsRemovable, then turn off boot.loader.efi.canTouchEfiVariables"),
+    ([ROOT, STATE, '{ boot.loader.grub.efiInstallAsRemovable = true; boot.loader.grub.devices = [ "/dev/sda" ]; }'],
+     "then turn on boot.loader.grub.efiSupport"),
+    ([ROOT, STATE, '{ boot.loader.grub.mirroredBoots = [ { path = "/boot"; devices = [ "nodev" ]; } { path = "/boot-fallback"; } ]; }'],
+     "A boot path cannot have an empty devices string in /boot-fallback"),
+    ([ROOT, STATE, '{ boot.loader.grub.mirroredBoots = [ { path = "boot"; devices = [ "sda" ]; efiSysMountPoint = "boot"; } ]; }'],
+     "Boot paths must be absolute, not boot"),
+    ([ROOT, STATE, '{ boot.loader.grub.devices = [ "/dev/sda" ]; boot.loader.grub.mirroredBoots = [ '
+                   '{ path = "/boot-fallback"; devices = [ "/dev/sda" ]; } ]; }'],
+     "You cannot have duplicated devices in mirroredBoots"),
+], ids=["renamed-option", "removed-option", "routeConfig", "no-boot-loader", "no-root-file-system", "no-state-version",
+        "removable-and-nvram", "removable-without-efi", "mirror-without-devices", "relative-boot-path", "duplicated-devices"])
 def test_the_stand_in_refuses_what_nixos_refuses(modules, message):
     proc = toplevel_name(*modules)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr

@@ -13,6 +13,10 @@ let
     if hw.boot == "efi" && has espMount && !(hw.file_systems ? ${espMount}) && hw.esp_devices != [ ]
     then { ${espMount} = { device = builtins.head hw.esp_devices; fsType = "vfat"; options = [ "umask=0077" ]; }; }
     else { };
+  # EFI on several disks (rescue_install gives each its own ESP, at /boot, /boot-fallback, ...): GRUB goes
+  # on every ESP, so that the firmware finds it on whichever disk is left.
+  espMounts = hw.esp_mounts or [ ];
+  mirrored = hw.boot == "efi" && builtins.length espMounts > 1;
   address = ip: "${ip.address}/${toString ip.prefix_length}";
   # A route through a gateway that may lie outside the address's subnet: Hetzner Cloud gives an IPv4
   # /32 with the gateway 172.31.1.1, and IPv6 everywhere goes through the link-local fe80::1.
@@ -35,12 +39,15 @@ in
   boot.loader.grub = {
     enable = true;
     # BIOS: GRUB goes into the boot sector of every disk, so either disk of a mirror can boot alone.
-    devices = if hw.boot == "bios" then hw.grub_devices else [ "nodev" ];
+    devices = if hw.boot == "bios" then hw.grub_devices else if mirrored then [ ] else [ "nodev" ];
     efiSupport = hw.boot == "efi";
-    # EFI: install to the fallback path (EFI/BOOT/BOOTX64.EFI) as well, which firmware finds without an
-    # NVRAM entry: a rescue system cannot be trusted to keep one.
+    # EFI: install to the fallback path (EFI/BOOT/BOOTX64.EFI), which firmware finds without an NVRAM
+    # entry: a rescue system cannot be trusted to keep one, and a disk that is left alone has none.
     efiInstallAsRemovable = hw.boot == "efi";
-  };
+  } // (if mirrored then {
+    # Each ESP gets the boot loader and the entries of every generation, at every switch.
+    mirroredBoots = map (path: { inherit path; devices = [ "nodev" ]; efiSysMountPoint = path; }) espMounts;
+  } else { });
   boot.loader.efi.efiSysMountPoint = if hw.boot == "efi" && has espMount then espMount else "/boot";
 
   # mdadm arrays are assembled at boot only when NixOS knows there is software RAID.

@@ -55,8 +55,46 @@ def test_efi_btrfs_raid1_mounts_parents_first():
     assert lay["boot"] == "efi"
     steps = [" ".join(s) for s in disks.plan(lay, "/mnt")]
     assert "mkfs.btrfs -q -f -L root -d raid1 -m raid1 /dev/sda2 /dev/sdb2" in steps
-    assert steps.index("mount -t btrfs -o compress=zstd /dev/sda2 /mnt") < steps.index("mount -t vfat -o umask=0077 /dev/sda1 /mnt/boot")
-    assert disks.hardware(lay)["file_systems"]["/boot"]["device"] == "/dev/disk/by-partlabel/ESP"
+    root = steps.index("mount -t btrfs -o compress=zstd /dev/sda2 /mnt")
+    assert root < steps.index("mount -t vfat -o umask=0077,nofail /dev/sda1 /mnt/boot")
+    assert root < steps.index("mount -t vfat -o umask=0077,nofail /dev/sdb1 /mnt/boot-fallback")
+
+
+def test_two_disk_efi_gives_each_disk_an_esp_of_its_own():
+    """Each ESP has its own partition name and FAT label, and its own mount point for GRUB's mirroredBoots."""
+    lay = disks.normalize({"disks": ["/dev/nvme0n1", "/dev/nvme1n1"], "raid": "mdadm", "partitions": [
+        {"label": "root", "fs": "ext4", "mount": "/"}]}, efi_firmware=True)
+    assert disks.partition_table(lay, 0) == [(1, "ESP0", 512, "ef00"), (2, "root", None, "fd00")]
+    assert disks.partition_table(lay, 1) == [(1, "ESP1", 512, "ef00"), (2, "root", None, "fd00")]
+    steps = [" ".join(s) for s in disks.plan(lay, "/mnt")]
+    assert "sgdisk -n 1:0:+512M -t 1:ef00 -c 1:ESP0 -n 2:0:0 -t 2:fd00 -c 2:root /dev/nvme0n1" in steps
+    assert "sgdisk -n 1:0:+512M -t 1:ef00 -c 1:ESP1 -n 2:0:0 -t 2:fd00 -c 2:root /dev/nvme1n1" in steps
+    assert "mkfs.vfat -F 32 -n ESP0 /dev/nvme0n1p1" in steps and "mkfs.vfat -F 32 -n ESP1 /dev/nvme1n1p1" in steps
+    hw = disks.hardware(lay)
+    assert hw["esp_devices"] == ["/dev/nvme0n1p1", "/dev/nvme1n1p1"] and hw["esp_mounts"] == ["/boot", "/boot-fallback"]
+    assert hw["file_systems"]["/boot"] == {"device": "/dev/disk/by-partlabel/ESP0", "fsType": "vfat", "options": ["umask=0077", "nofail"]}
+    assert hw["file_systems"]["/boot-fallback"] == {
+        "device": "/dev/disk/by-partlabel/ESP1", "fsType": "vfat", "options": ["umask=0077", "nofail"]}
+    seen = {"/dev/nvme0n1p1": {"PART_ENTRY_NAME": "ESP0"}, "/dev/nvme1n1p1": {"PART_ENTRY_NAME": "ESP0"},
+            "/dev/nvme0n1p2": {"PART_ENTRY_NAME": "root"}, "/dev/nvme1n1p2": {"PART_ENTRY_NAME": "root"},
+            "/dev/md/root": {"TYPE": "ext4", "LABEL": "root"}}
+    assert not disks.applied(lay, lambda d: seen.get(d, {}))  # both ESPs named alike: the old layout, not this one
+    seen["/dev/nvme1n1p1"]["PART_ENTRY_NAME"] = "ESP1"
+    assert disks.applied(lay, lambda d: seen.get(d, {}))
+
+
+def test_esp_labels_and_mounts_for_one_and_three_disks():
+    one = disks.normalize({"disks": ["/dev/sda"], "partitions": [{"label": "root", "mount": "/"}]}, efi_firmware=True)
+    assert disks.partition_table(one)[0][1] == "ESP" and disks.esp_mounts(one) == ["/boot"]
+    assert disks.hardware(one)["file_systems"]["/boot"] == {"device": "/dev/disk/by-partlabel/ESP", "fsType": "vfat", "options": ["umask=0077"]}
+    three = disks.normalize({"disks": ["/dev/sda", "/dev/sdb", "/dev/sdc"], "partitions": [{"label": "root", "mount": "/"}]},
+                            efi_firmware=True)
+    assert [disks.esp_label(three, i) for i in range(3)] == ["ESP0", "ESP1", "ESP2"]
+    assert disks.esp_mounts(three) == ["/boot", "/boot-fallback", "/boot-fallback2"]
+    # FAT labels are upper case and at most 11 characters.
+    assert all(len(disks.esp_label(three, i)) <= 11 and disks.esp_label(three, i).isupper() for i in range(3))
+    assert disks.hardware(disks.normalize({"disks": ["/dev/sda", "/dev/sdb"], "boot": "bios", "partitions": [
+        {"label": "root", "mount": "/"}]}, efi_firmware=True))["esp_mounts"] == []
 
 
 def test_wipes_signatures_and_stops_arrays_first():
@@ -77,6 +115,9 @@ def test_wipes_signatures_and_stops_arrays_first():
     ({"partitions": [{"label": "a-very-long-xfs-label", "mount": "/", "fs": "xfs"}]}, "longer than xfs takes"),
     ({"partitions": [{"label": "root", "mount": "/", "sise": "1G"}]}, "unknown key"),
     ({"partitions": [{"label": "ESP", "mount": "/"}]}, "reserved for the boot partition"),
+    ({"partitions": [{"label": "esp1", "mount": "/"}]}, "reserved for the boot partition"),
+    ({"disks": ["/dev/sda", "/dev/sdb"], "boot": "efi", "partitions": [{"label": "fb", "size": "1G", "mount": "/boot-fallback"}, {"label": "root", "mount": "/"}]},
+     "boot=efi mounts each disk's ESP at /boot, /boot-fallback; drop the partition mounted at /boot-fallback"),
     ({"partitions": [{"label": "sw", "fs": "swap", "size": "1G", "mount": "/swap"}, {"label": "root", "mount": "/"}]}, "has no mount point"),
     ({"disks": ["/dev/sda", "/dev/sdb"], "raid": "btrfs"}, "raid=btrfs mirrors btrfs file systems only"),
 ])
