@@ -319,17 +319,26 @@ def test_updating_a_boot_loader_that_was_never_installed_fails(fresh_hosts):
     assert not bare.exists("/run/current-system")
 
 
-def test_a_second_switch_waits_for_the_lock(host):
+def test_a_second_switch_is_refused_at_once_while_a_switch_holds_the_lock(host):
+    slow = build_system(name="base", version="slow", activationSeconds=4)
     new = build_system(name="base", version="locked")
-    host.import_closure(new)
-    # Someone holds the lock for two seconds; switch-to-configuration waits for it, then runs.
-    proc = host.run("flock /run/nixos/switch-to-configuration.lock sh -c 'touch /tmp/held; sleep 2' & "
-                    "until [ -e /tmp/held ]; do sleep 0.05; done; "
-                    "t0=$(date +%%s%%N); %s/bin/switch-to-configuration test; rc=$?; "
-                    "echo rc=$rc ms=$(( ($(date +%%s%%N) - t0) / 1000000 ))" % new)
-    waited = dict(kv.split("=") for kv in proc.stdout.split()[-2:])
-    assert waited["rc"] == "0" and int(waited["ms"]) >= 1000, proc.stdout + proc.stderr
-    assert host.readlink("/run/current-system") == new
+    for system in (slow, new):
+        host.import_closure(system)
+    # A switch in progress (a nixos-rebuild on the host, say) holds the lock for its whole run; its activation
+    # script, a command it starts, does not hold it.
+    host.run("(%s/bin/switch-to-configuration test >/tmp/slow.out 2>&1; echo $? > /tmp/slow.rc) </dev/null >/dev/null 2>&1 & "
+             "until pgrep -f ' %s/activate ' >/dev/null; do sleep 0.05; done" % (slow, slow))
+    holders = host.run("for p in $(pgrep -f '%s/'); do ls -l /proc/$p/fd | grep -q switch-to-configuration.lock "
+                       "&& cat /proc/$p/cmdline | tr '\\0' ' ' && echo; done; true" % slow).stdout.splitlines()
+    assert len(holders) == 1 and holders[0].endswith("/sh %s/bin/switch-to-configuration test " % slow), holders
+    proc = host.run("t0=$(date +%%s%%N); %s/bin/switch-to-configuration test; rc=$?; "
+                    "echo rc=$rc ms=$(( ($(date +%%s%%N) - t0) / 1000000 ))" % new, check=False)
+    result = dict(kv.split("=") for kv in proc.stdout.split()[-2:])
+    assert result["rc"] == "11" and proc.stderr == "Could not acquire lock\n", proc.stdout + proc.stderr
+    assert int(result["ms"]) < 2000 and host.readlink("/run/current-system") != new
+    host.run("until [ -e /tmp/slow.rc ]; do sleep 0.1; done")
+    assert host.read_file("/tmp/slow.rc").strip() == "0" and host.readlink("/run/current-system") == slow
+    assert stc(host, new, "test").returncode == 0 and host.readlink("/run/current-system") == new
 
 
 # -- the failure knobs ------------------------------------------------------------------------------
