@@ -24,6 +24,7 @@ from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner im
     handover_pending, process_alive, read_json, read_lock_record, try_lock, write_json_atomic, write_lock_record,
 )
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError
+from ansible_collections.ansinix.nixos.plugins.module_utils.switch_lock import process_info, shorten
 
 STATE_DIR = "/run/ansinix"
 LOCK_FILE = STATE_DIR + "/deploy.lock"
@@ -33,9 +34,16 @@ KEEP_RUNS = 20
 START_TIMEOUT = 60
 
 
-def systemd_running():
-    """systemd is PID 1 (what sd_booted() checks)."""
-    return os.path.isdir("/run/systemd/system")
+def systemd_running(run_dir="/run/systemd/system", pid1_comm="/proc/1/comm"):
+    """systemd is PID 1: what sd_booted() checks (nixos-rebuild-ng too), and PID 1 says it is systemd.
+
+    A container or a chroot may show the host's /run; only a systemd that is PID 1 here can start units for us.
+    """
+    try:
+        with open(pid1_comm) as f:
+            return os.path.isdir(run_dir) and f.read().strip() == "systemd"
+    except OSError:
+        return False
 
 
 def describe_holder(record):
@@ -48,7 +56,8 @@ def describe_holder(record):
         return "a switch to %s, runner pid %s, %s since %s; its log: %s" % (
             record.get("system") or "?", pid or "not started", status.get("state", "starting"),
             record.get("since", "?"), status.get("log") or record["status_dir"])
-    return "pid %s since %s" % (record.get("pid", "?"), record.get("since", "?"))
+    info = process_info(record["pid"]) if isinstance(record.get("pid"), int) else None
+    return "pid %s%s since %s" % (record.get("pid", "?"), " (%s)" % shorten(info["argv"]) if info else "", record.get("since", "?"))
 
 
 class DeployLock:
@@ -64,6 +73,8 @@ class DeployLock:
         self.lock_file = lock_file
         self.fd = None
         self.handed_over = False
+        # The record a holder that ended without letting go left in the lock file (reported, then replaced).
+        self.left_over = None
 
     def acquire(self, poll=0.1):
         os.makedirs(os.path.dirname(self.lock_file), mode=0o700, exist_ok=True)
@@ -81,6 +92,7 @@ class DeployLock:
                 raise NixError("another deploy is running on this host (%s). Wait for it, or raise lock_timeout (now %ss)"
                                % (holder, self.timeout))
             time.sleep(poll)
+        self.left_over = read_lock_record(self.lock_file) or None
         write_lock_record(self.fd, {"pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return self
 
@@ -128,7 +140,8 @@ class Activation:
         run_id = new_run_id()
         status_dir = os.path.join(state_dir, "switch-" + run_id)
         os.makedirs(status_dir, mode=0o700)
-        params = dict(params, token=token(16), lock_file=lock.lock_file,
+        systemd = systemd_running() if use_systemd is None else use_systemd
+        params = dict(params, token=token(16), lock_file=lock.lock_file, systemd=systemd,
                       log=os.path.join(log_dir, "switch-%s.log" % run_id))
         write_json_atomic(os.path.join(status_dir, "params.json"), params)
         write_json_atomic(os.path.join(status_dir, "status.json"), {"state": "starting", "log": params["log"]})
@@ -142,7 +155,7 @@ class Activation:
             env["LOCALE_ARCHIVE"] = os.environ["LOCALE_ARCHIVE"]
         lock.hand_over(status_dir, params["system"])
         try:
-            if systemd_running() if use_systemd is None else use_systemd:
+            if systemd:
                 # A unit of its own survives the SSH session's scope and logind's cleanup of it.
                 argv = ["systemd-run", "--unit=ansinix-switch-" + run_id, "--description=ansinix.nixos switch to " + params["system"],
                         "--collect", "--no-ask-password", "--quiet", "--service-type=exec"]

@@ -36,11 +36,23 @@ BOOTED_SYSTEM = "/run/booted-system"
 CONFIRM_POLL = 0.02
 CONFIRM_POLL_LATER = 0.1
 LOCK_WAIT = 600
+# The lock every switch-to-configuration takes; switch-to-configuration-ng gives up at once when it is held.
+SWITCH_LOCK = "/run/nixos/switch-to-configuration.lock"
+# Where PID 1 is systemd, switch-to-configuration runs in the transient unit nixos-rebuild-ng starts for it,
+# with the same options and environment (nixos_rebuild/nix.py, SWITCH_TO_CONFIGURATION_CMD_PREFIX).
+SWITCH_UNIT = "nixos-rebuild-switch-to-configuration"
+SWITCH_UNIT_ARGV = (
+    "systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER", "-E", "NIXOS_NO_CHECK",
+    "--collect", "--no-ask-password", "--pipe", "--quiet", "--service-type=exec", "--unit=" + SWITCH_UNIT,
+)
+# The last words of a switch that found another one running: switch-to-configuration-ng's, or systemd's
+# when a unit of that name is still there.
+SWITCH_BUSY = ("Could not acquire lock", "was already loaded or has a fragment file.")
 
 PARAM_KEYS = (
     "action", "activate", "system", "profile", "generation", "nix_env", "install_bootloader",
     "rollback_on_failure", "confirm_timeout", "keep_generations", "token", "connection_id", "lock_file", "log",
-    "boot_once",
+    "boot_once", "switch_lock_timeout", "systemd",
 )
 
 
@@ -192,6 +204,40 @@ def try_lock(fd):
         return False
 
 
+# -- the switch lock of NixOS ---------------------------------------------------------------------
+
+def flock_takers(path):
+    """Pids that took an flock on path, as /proc/locks records them; [] when nobody holds one.
+
+    Read, not probed: taking the lock even for an instant would make a switch that starts then fail.
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    key = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a process waiting for it is a "1: -> FLOCK ..." line.
+    return [int(fields[4]) for fields in (line.split() for line in lines)
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == key]
+
+
+def wait_for_switch_lock(deadline, lock=None, poll=0.2):
+    """Until nobody holds the switch lock, or until deadline (time.monotonic()); True when it is free."""
+    while flock_takers(lock or SWITCH_LOCK):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
+def switch_argv(system, action, systemd=False):
+    """switch-to-configuration of a system, in nixos-rebuild-ng's transient unit where systemd runs."""
+    argv = [os.path.join(system, "bin", "switch-to-configuration"), action]
+    return list(SWITCH_UNIT_ARGV) + argv if systemd else argv
+
+
 # -- the runner -----------------------------------------------------------------------------------
 
 class Runner:
@@ -205,6 +251,7 @@ class Runner:
         self.status = read_json(os.path.join(status_dir, "status.json")) or {}
         self.lock_fd = None
         self.log_file = None
+        self.last_output = b""
 
     # status, log
 
@@ -225,7 +272,9 @@ class Runner:
             # pylint: disable-next=ansible-bad-function
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     env=env, cwd="/")
+            self.last_output = b""
             for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                self.last_output = (self.last_output + chunk)[-4096:]
                 self.log_file.write(chunk)
                 self.log_file.flush()
                 if out:
@@ -282,12 +331,21 @@ class Runner:
         self.update(new_generation=new, created_generation=new if new not in before else None)
 
     def switch_to_configuration(self, system, action, output_name=None, install_bootloader=False):
-        env = dict(os.environ)
-        env.pop("NIXOS_INSTALL_BOOTLOADER", None)
-        if install_bootloader:
-            env["NIXOS_INSTALL_BOOTLOADER"] = "1"
-        return self.run_logged([os.path.join(system, "bin", "switch-to-configuration"), action], env=env,
-                               output_name=output_name)
+        """Run it; while another switch holds the NixOS switch lock, wait for it (switch_lock_timeout)."""
+        # "1" or "0", as nixos-rebuild-ng sets it.
+        env = dict(os.environ, NIXOS_INSTALL_BOOTLOADER="1" if install_bootloader else "0")
+        deadline = time.monotonic() + self.params.get("switch_lock_timeout", 0)
+        while True:
+            wait_for_switch_lock(deadline)
+            rc = self.run_logged(switch_argv(system, action, self.params.get("systemd")), env=env, output_name=output_name)
+            if not self.switch_was_busy(rc) or time.monotonic() >= deadline:
+                return rc
+            self.log("another switch is running on this host; waiting for it")
+            time.sleep(0.5)
+
+    def switch_was_busy(self, rc):
+        """The last switch-to-configuration did nothing because another switch was running."""
+        return rc != 0 and self.last_output.decode(errors="replace").strip().endswith(SWITCH_BUSY)
 
     def rollback(self, reason):
         """Put the host back as it was: profile, boot loader default, running system."""
@@ -304,8 +362,10 @@ class Runner:
                 errors.append("deleting generation %s failed" % status["created_generation"])
         previous_system = status.get("previous_system")
         boot_system = generations(params["profile"]).get(status.get("previous_generation")) if profile_changed else None
-        activated = params["action"] in ("switch", "test")
-        if boot_system and activated and boot_system == previous_system:
+        activated = params["action"] in ("switch", "test") and reason != "switch-lock-held"
+        if reason == "switch-lock-held":
+            steps = []
+        elif boot_system and activated and boot_system == previous_system:
             # The common case: one switch restores both the boot default and the running system.
             steps = [(previous_system, "switch")]
         else:
@@ -399,12 +459,20 @@ class Runner:
                     created_generation=None, rolled_back=False, confirmed=None, deleted_generations=[])
         self.log("%s %s (previous system %s, generation %s)"
                  % (params["action"], params["activate"], self.status["previous_system"], self.status["previous_generation"]))
+        # Another switch that started after the module looked: wait for it before changing anything.
+        if not wait_for_switch_lock(time.monotonic() + params.get("switch_lock_timeout", 0)):
+            raise RuntimeError("another switch held %s for more than %ss" % (SWITCH_LOCK, params.get("switch_lock_timeout", 0)))
         if params["action"] in ("switch", "boot"):
             self.set_profile()
         self.update(state="activating")
         rc = self.switch_to_configuration(params["activate"], params["action"], output_name="activation.out",
                                           install_bootloader=params.get("install_bootloader"))
         self.update(rc=rc)
+        if self.switch_was_busy(rc):
+            # switch-to-configuration stopped before it did anything: only the profile goes back.
+            self.update(error="another switch held %s for more than %ss" % (SWITCH_LOCK, params.get("switch_lock_timeout", 0)))
+            self.rollback("switch-lock-held")
+            return
         if rc != 0:
             if params.get("rollback_on_failure"):
                 self.rollback("activation-failed")

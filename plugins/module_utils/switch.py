@@ -9,11 +9,13 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import time
 
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation import (
-    LOCK_FILE, Activation, DeployLock, last_run, remove_old_runs,
+    LOCK_FILE, Activation, DeployLock, describe_holder, last_run, remove_old_runs,
 )
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import connection_id
+from ansible_collections.ansinix.nixos.plugins.module_utils.switch_lock import wait_for_other_switch
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NIX_ARGUMENT_SPEC, NixError, check_store_path, nix_for
 from ansible_collections.ansinix.nixos.plugins.module_utils.nixos import (
     BOOTED_SYSTEM, CURRENT_SYSTEM, Profile, check_system, closure_diff, format_closure_diff, parse_units,
@@ -218,14 +220,18 @@ class Switch:
         if check_mode or self.action == "dry-activate":
             return self.dry_run(result, path, activate_path, check_mode)
 
+        deadline = time.monotonic() + self.params["lock_timeout"]
         lock = DeployLock(self.params["lock_timeout"]).acquire()
         try:
+            self.report_left_over(lock)
             # Read the host again under the lock: a deploy that held it may have changed it.
             previous = realpath_or_none(CURRENT_SYSTEM)
             result.update(previous=previous, current=previous, generation=self.profile.current_generation(),
                           last_activation=last_run())
             if up_to_date(self.action, self.profile.current_path(), previous, path, activate_path):
                 return result
+            # A switch not started by this collection (nixos-rebuild, ...) has NixOS's lock, not ours.
+            wait_for_other_switch(deadline, self.params["lock_timeout"])
             boot_once = self.refused_switch(result, activate_path)
             activation = Activation.start(lock, {
                 "action": self.action,
@@ -240,6 +246,7 @@ class Switch:
                 "confirm_timeout": self.params["confirm_timeout"] if self.action in ACTIVATES else 0,
                 "keep_generations": self.params.get("keep_generations"),
                 "connection_id": connection_id(),
+                "switch_lock_timeout": self.params["lock_timeout"],
             })
         finally:
             lock.release()
@@ -285,6 +292,13 @@ class Switch:
             result["msg"] = boot_once_message(result, check_mode)  # the run's own comes with the runner's result
         return True
 
+    def report_left_over(self, lock):
+        """A deploy lock its holder never let go of: that holder was killed mid-run. Say so, once."""
+        if lock.left_over:
+            self.module.warn("a deploy before this one on this host ended without finishing (%s): it was killed, and the "
+                             "host may be between two systems. This run goes on from the host as it is now; "
+                             "last_activation says how far that one got" % describe_holder(lock.left_over))
+
     def dry_run(self, result, path, activate_path, check_mode):
         """Check mode and action=dry-activate: say what would happen, change nothing."""
         current = realpath_or_none(CURRENT_SYSTEM)
@@ -294,8 +308,12 @@ class Switch:
         if self.action == "boot":
             return result  # nothing is activated now: no units change
         # switch-to-configuration has a lock of its own and fails at once when a deploy holds it.
+        deadline = time.monotonic() + self.params["lock_timeout"]
         lock = DeployLock(self.params["lock_timeout"]).acquire() if os.path.exists(LOCK_FILE) else None
         try:
+            if lock:
+                self.report_left_over(lock)
+            wait_for_other_switch(deadline, self.params["lock_timeout"])
             if check_mode and self.refused_switch(result, activate_path, check_mode=True):
                 self.note_boot_once_in_diff(result)
                 return result
@@ -351,7 +369,8 @@ class Switch:
             activation.params().get("activate"), status.get("rc"), ", failed units: " + ", ".join(failed) if failed else "")
         if outcome == "rolled-back":
             errors = status.get("rollback_errors") or []
-            cause = what if status.get("rollback_reason") == "activation-failed" else "the runner failed: %s" % status.get("error")
+            cause = {"activation-failed": what, "switch-lock-held": status.get("error")}.get(
+                status.get("rollback_reason"), "the runner failed: %s" % status.get("error"))
             raise NixError("%s; rolled back to %s (generation %s)%s; log on the host: %s"
                            % (cause, status.get("previous_system") or "the previous state", status.get("previous_generation"),
                               ", but the rollback had errors: " + "; ".join(errors) if errors else "", status.get("log")), **result)

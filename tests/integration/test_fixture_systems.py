@@ -327,7 +327,7 @@ def test_a_second_switch_is_refused_at_once_while_a_switch_holds_the_lock(host):
     # A switch in progress (a nixos-rebuild on the host, say) holds the lock for its whole run; its activation
     # script, a command it starts, does not hold it.
     host.run("(%s/bin/switch-to-configuration test >/tmp/slow.out 2>&1; echo $? > /tmp/slow.rc) </dev/null >/dev/null 2>&1 & "
-             "until pgrep -f ' %s/activate ' >/dev/null; do sleep 0.05; done" % (slow, slow))
+             "until pgrep -f ' %s/activat[e] ' >/dev/null; do sleep 0.05; done" % (slow, slow))
     holders = host.run("for p in $(pgrep -f '%s/'); do ls -l /proc/$p/fd | grep -q switch-to-configuration.lock "
                        "&& cat /proc/$p/cmdline | tr '\\0' ' ' && echo; done; true" % slow).stdout.splitlines()
     assert len(holders) == 1 and holders[0].endswith("/sh %s/bin/switch-to-configuration test " % slow), holders

@@ -404,8 +404,8 @@ def test_a_held_lock_times_out_with_a_message_and_a_dead_holder_does_not_block(h
         started = time.monotonic()
         proc, result = adhoc(run_ansible, "path=%s lock_timeout=2" % new)
         assert proc.returncode != 0 and time.monotonic() - started >= 2, show(proc)
-        assert result["msg"] == ("another deploy is running on this host (pid %d since a while). Wait for it, or raise "
-                                 "lock_timeout (now 2s)" % holder.pid)
+        assert re.fullmatch(r"another deploy is running on this host \(pid %d \(python3 -c import fcntl, os, sys, time .*\) "
+                            r"since a while\)\. Wait for it, or raise lock_timeout \(now 2s\)" % holder.pid, result["msg"])
         assert snapshot(host) == before
     finally:
         holder.send_signal(signal.SIGKILL)

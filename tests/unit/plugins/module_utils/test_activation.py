@@ -366,7 +366,8 @@ def test_lock_is_exclusive_and_says_who_holds_it(tmp_path):
     first = activation.DeployLock(5, lock_file).acquire()
     with pytest.raises(NixError) as err:
         activation.DeployLock(0.3, lock_file).acquire(poll=0.05)
-    assert "another deploy is running on this host (pid %d since" % os.getpid() in err.value.msg
+    assert "another deploy is running on this host (pid %d (%s" % (os.getpid(), sys.executable) in err.value.msg
+    assert "\n" not in err.value.msg
     assert "raise lock_timeout (now 0.3s)" in err.value.msg
     assert json.loads(open(lock_file).read())["pid"] == os.getpid()  # the waiter left the holder's record alone
     first.release()
@@ -386,12 +387,17 @@ def test_a_dead_holder_does_not_block(tmp_path):
         time.sleep(600)
     """), lock_file], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(NixError, match="pid %d since then" % holder.pid):
+    with pytest.raises(NixError, match=r"pid %d \(%s -c import fcntl, os, sys, time fd = .*\) since then" % (holder.pid, sys.executable)):
         activation.DeployLock(0.2, lock_file).acquire(poll=0.05)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     holder.stdout.close()
-    activation.DeployLock(1, lock_file).acquire().release()
+    lock = activation.DeployLock(1, lock_file).acquire()
+    # The dead holder's record is kept for the report, then replaced.
+    assert lock.left_over == {"pid": holder.pid, "since": "then"}
+    assert json.loads(open(lock_file).read())["pid"] == os.getpid()
+    lock.release()
+    assert activation.DeployLock(1, lock_file).acquire().left_over is None
 
 
 def handover_to(tmp_path, lock, status):
@@ -493,8 +499,15 @@ def test_start_through_systemd_run_hands_the_lock_to_the_unit(host, tmp_path, mo
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "systemd-run"
-    fake.write_text("#!/bin/sh\nprintf '%%s\\n' \"$@\" > %s/systemd-run.args\n"
-                    "while [ \"${1#-}\" != \"$1\" ]; do shift; done\nsetsid -f \"$@\" </dev/null >/dev/null 2>&1\n" % tmp_path)
+    # Each call's environment of note and arguments; --pipe runs the command in the foreground, as the real one waits.
+    fake.write_text(textwrap.dedent("""\
+        #!/bin/sh
+        { echo "NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER"; printf '%%s\\n' "$@"; } > %s/systemd-run-$(date +%%s%%N).args
+        pipe=
+        while :; do case $1 in -E) shift 2 ;; --pipe) pipe=1; shift ;; -*) shift ;; *) break ;; esac; done
+        [ -n "$pipe" ] && exec "$@"
+        setsid -f "$@" </dev/null >/dev/null 2>&1
+        """ % tmp_path))
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (bin_dir, os.environ["PATH"]))
     source = activation.runner_source().replace('"/run/current-system"', repr(str(host.current))).replace(
@@ -506,7 +519,8 @@ def test_start_through_systemd_run_hands_the_lock_to_the_unit(host, tmp_path, mo
         "nix_env": str(host.nix_env), "install_bootloader": False, "rollback_on_failure": True, "confirm_timeout": 0,
         "keep_generations": None, "connection_id": None,
     }, state_dir=str(host.state), log_dir=str(tmp_path / "log"), use_systemd=True)
-    args = (tmp_path / "systemd-run.args").read_text().splitlines()
+    calls = lambda: [f.read_text().splitlines() for f in sorted(tmp_path.glob("systemd-run-*.args"))]  # noqa: E731
+    args = calls()[0][1:]
     assert args[0] == "--unit=" + "ansinix-switch-" + os.path.basename(run.status_dir)[len("switch-"):]
     assert {"--collect", "--no-ask-password", "--quiet", "--service-type=exec"} <= set(args)
     assert args[-2:] == [os.path.join(run.status_dir, "runner.py"), run.status_dir] and "--detach" not in args
@@ -516,3 +530,8 @@ def test_start_through_systemd_run_hands_the_lock_to_the_unit(host, tmp_path, mo
     assert time.monotonic() - started > 0.5
     status = run.wait(20, states=("finished",))
     assert status["outcome"] == "done" and os.readlink(str(host.current)) == new
+    # switch-to-configuration ran in the unit nixos-rebuild-ng starts for it, with its options and environment.
+    assert calls()[1:] == [["NIXOS_INSTALL_BOOTLOADER=0", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER",
+                            "-E", "NIXOS_NO_CHECK", "--collect", "--no-ask-password", "--pipe", "--quiet",
+                            "--service-type=exec", "--unit=nixos-rebuild-switch-to-configuration",
+                            new + "/bin/switch-to-configuration", "switch"]]
