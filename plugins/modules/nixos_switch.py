@@ -19,6 +19,10 @@ description:
     runner on the host, detached from the SSH session (a C(systemd-run) unit where systemd is PID 1, a double-forked
     process in a session of its own otherwise). The module waits for it. Its output is kept in
     C(/var/log/ansinix/switch-*.log), its state in C(/run/ansinix/switch-*/status.json).
+  - Where systemd is PID 1, C(switch-to-configuration) runs in the transient unit C(nixos-rebuild-switch-to-configuration)
+    with the options and environment C(nixos-rebuild) gives it.
+  - A switch already running on the host (NixOS's lock C(/run/nixos/switch-to-configuration.lock) is held, by a
+    C(nixos-rebuild) or another tool) is waited for, see O(lock_timeout).
   - If the connection drops mid-switch, the host is reported unreachable, with one line that says so, and the runner
     still finishes. The task is not retried over another connection. Run it again. It waits for that switch under
     the deploy lock and reports how it ended (RV(last_activation)).
@@ -133,7 +137,11 @@ options:
     default: fail
   lock_timeout:
     description:
-      - Seconds to wait for another deploy on the same host to finish.
+      - Seconds to wait, in all, for another deploy on the same host to finish, and for a switch that runs there already
+        (one that holds NixOS's lock C(/run/nixos/switch-to-configuration.lock), such as a C(nixos-rebuild)).
+      - After that the task fails, changes nothing, and names the process that holds the lock.
+      - When that lock is held by a stopped process, or by a process that inherited it from a switch that has exited,
+        the task fails at once and says so. The module never ends that process.
     type: int
     default: 300
   activation_timeout:
