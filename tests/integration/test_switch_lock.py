@@ -7,13 +7,12 @@ does, or flock(1)), runs the module through real ansible, and reads the host's g
 """
 import json
 import re
-import signal
 import subprocess
 import time
 
-from test_nixos_switch import (  # pylint: disable=import-error
-    PROFILE, adhoc, generations, host, runner_processes, show, system,  # noqa: F401 (host is a fixture)
-)
+from test_nixos_switch import PROFILE, adhoc, generations, runner_processes, show, system  # pylint: disable=import-error
+# The host fixture of these tests, too.
+from test_nixos_switch import host  # noqa: F401 pylint: disable=import-error,unused-import
 
 LOCK = "/run/nixos/switch-to-configuration.lock"
 
@@ -42,13 +41,22 @@ def switch_running(h, path):
     return h.run("pgrep -f ' %s/activat[e] ' || true" % path).stdout.strip() != ""
 
 
-def test_a_switch_already_running_is_waited_for_then_this_one_runs(host, run_ansible):
-    other, new = system("other", activationSeconds=4), system("after-other")
+def another_switch(h, name, seconds):
+    """(the other system, the one to deploy, the other's switch-to-configuration pid), that switch under way.
+
+    As `nixos-rebuild test` on the host would run it: its switch-to-configuration holds NixOS's lock throughout.
+    """
+    other, new = system(name, activationSeconds=seconds), system("after-" + name)
     for path in (other, new):
-        host.import_closure(path)
-    # Someone runs `nixos-rebuild test` on the host: its switch-to-configuration holds NixOS's lock.
-    start_on_host(host, "%s/bin/switch-to-configuration test" % other)
-    wait_until(lambda: switch_running(host, other))
+        h.import_closure(path)
+    start_on_host(h, "%s/bin/switch-to-configuration test" % other)
+    wait_until(lambda: switch_running(h, other))
+    pid = int(h.run("pgrep -f '[/]sh %s/bin/switch-to-configuration test'" % other).stdout.split()[0])
+    return other, new, pid
+
+
+def test_a_switch_already_running_is_waited_for_then_this_one_runs(host, run_ansible):
+    other, new, _pid = another_switch(host, "other", 4)
     started = time.monotonic()
     proc, result = adhoc(run_ansible, "path=%s confirm_timeout=3 lock_timeout=60" % new)
     assert proc.returncode == 0 and result["changed"] is True, show(proc)
@@ -82,13 +90,8 @@ def test_a_switch_held_past_the_bound_is_refused_naming_it_and_nothing_changes(h
 
 
 def test_a_stopped_switch_is_reported_as_stale_at_once_and_left_alone(host, run_ansible):
-    # `nixos-rebuild switch`, then Ctrl-Z: its switch-to-configuration is stopped, and holds the lock.
-    other, new = system("stopped", activationSeconds=3), system("after-stopped")
-    for path in (other, new):
-        host.import_closure(path)
-    start_on_host(host, "%s/bin/switch-to-configuration test" % other)
-    wait_until(lambda: switch_running(host, other))
-    switch = int(host.run("pgrep -f '[/]sh %s/bin/switch-to-configuration test'" % other).stdout.split()[0])
+    # `nixos-rebuild test`, then Ctrl-Z: its switch-to-configuration is stopped, and holds the lock.
+    other, new, switch = another_switch(host, "stopped", 3)
     host.run("kill -STOP %d" % switch)
     try:
         before = host_state(host)

@@ -519,7 +519,9 @@ def test_start_through_systemd_run_hands_the_lock_to_the_unit(host, tmp_path, mo
         "nix_env": str(host.nix_env), "install_bootloader": False, "rollback_on_failure": True, "confirm_timeout": 0,
         "keep_generations": None, "connection_id": None,
     }, state_dir=str(host.state), log_dir=str(tmp_path / "log"), use_systemd=True)
-    calls = lambda: [f.read_text().splitlines() for f in sorted(tmp_path.glob("systemd-run-*.args"))]  # noqa: E731
+
+    def calls():
+        return [f.read_text().splitlines() for f in sorted(tmp_path.glob("systemd-run-*.args"))]
     args = calls()[0][1:]
     assert args[0] == "--unit=" + "ansinix-switch-" + os.path.basename(run.status_dir)[len("switch-"):]
     assert {"--collect", "--no-ask-password", "--quiet", "--service-type=exec"} <= set(args)
