@@ -270,7 +270,8 @@ def test_fleet_everyday_commands_and_rollbacks(fresh_hosts, testhosts, tmp_path)
 
 def test_fleet_pinned_by_path_and_by_input_override(fresh_hosts, testhosts, tmp_path):
     """The how-to's classic file with nixos_nix_path, and the flake with nixos_override_inputs, both pointed at a
-    nixpkgs checkout next to the inventory: they build the same systems, from that checkout."""
+    nixpkgs checkout next to the inventory: they build the same systems, from that checkout. Between them, the
+    classic file pinned to a commit's tarball."""
     hosts, fleet, shell = _fleet_shell(fresh_hosts, testhosts, tmp_path)
     checkout = copy_stand_in(str(fleet / "nixpkgs"))
     pkgs = os.path.join(checkout, "pkgs.nix")  # a different nixpkgs than flake.lock's: a newer Python
@@ -288,6 +289,30 @@ def test_fleet_pinned_by_path_and_by_input_override(fresh_hosts, testhosts, tmp_
     systems = {n: system_of(h) for n, h in hosts.items()}
     # The stand-in's packages are scripts that say their name and version.
     assert {n: h.run("/run/current-system/sw/bin/python3").stdout.strip() for n, h in hosts.items()} == dict.fromkeys(hosts, "python3 3.12.4")
+
+    # The tarball of one commit, as the user's copy of the how-to file names it: here a file: URL (no network),
+    # which Nix fetches the way it fetches https:, of a nixpkgs with a newer Python still.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    release = tmp_path / "release"
+    copy_stand_in(str(release / ("nixpkgs-" + commit)))
+    with open(release / ("nixpkgs-" + commit) / "pkgs.nix", "w", encoding="utf-8") as f:
+        f.write(text.replace('version = "3.11.9"', 'version = "3.13.1"'))
+    tarball = release / (commit + ".tar.gz")
+    subprocess.run(["tar", "-C", str(release), "-czf", str(tarball), "nixpkgs-" + commit], check=True)
+    with open(os.path.join(HOWTO, "pin-tarball.yml"), encoding="utf-8") as f:
+        pinned = f.read()
+    assert "https://github.com/NixOS/nixpkgs/archive/COMMIT.tar.gz" in pinned
+    (fleet / "pin-tarball.yml").write_text(pinned.replace("https://github.com/NixOS/nixpkgs/archive/COMMIT.tar.gz",
+                                                          "file://%s" % tarball))
+    by_tarball = shell.line(deploy % (fleet / "pin-tarball.yml"))
+    assert by_tarball.rc == 0, str(by_tarball)
+    assert {n: h.run("/run/current-system/sw/bin/python3").stdout.strip() for n, h in hosts.items()} == dict.fromkeys(hosts, "python3 3.13.1")
+    tarball_systems = {n: system_of(h) for n, h in hosts.items()}
+    assert all(tarball_systems[n] != systems[n] for n in hosts)
+
+    # Back to the checkout's nixpkgs: the systems of the first deploy.
+    assert shell.line(deploy % os.path.join(HOWTO, "pin-file.yml")).rc == 0
+    assert {n: system_of(h) for n, h in hosts.items()} == systems
 
     by_input = shell.line(deploy % os.path.join(HOWTO, "override-nixpkgs.yml"))
     assert by_input.rc == 0, str(by_input)
