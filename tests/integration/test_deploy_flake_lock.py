@@ -10,6 +10,7 @@ from ansinix_test.fleet import copy_stand_in
 
 SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
 WRITE_LOCK = "Write flake.lock beside flake.nix on the controller (commit it)"
+LOCK = "Lock the flake's inputs on the first host (missing ones only, unless nixos_update_inputs)"
 STAND_IN = "/root/nixpkgs"  # each host's own copy of the stand-in nixpkgs, the flake's input
 
 FLAKE = """\
@@ -73,9 +74,9 @@ def test_a_controller_without_nix_pins_the_inputs_once_for_every_host(fresh_host
     args = ["-i", testhosts.inventory_path, "-l", "web1,web2", "-e", json.dumps({
         "nixos_flake": str(fleet), "nixos_build_on": "target"})]
 
-    def deploy(*more):
+    def deploy(*more, rc=0):
         run = run_playbook(SITE, args=args + list(more), env=env)
-        assert run.rc == 0, str(run)
+        assert run.rc == rc, str(run)
         return run
 
     # No lock: the first host locks, the controller keeps the lock, both hosts build from it.
@@ -127,3 +128,13 @@ def test_a_controller_without_nix_pins_the_inputs_once_for_every_host(fresh_host
     assert {h.name: input_of(h)[0] for h in hosts} == dict.fromkeys(systems, new["narHash"])
     assert input_of(hosts[0])[1] == input_of(hosts[1])[1]
     assert all(h.readlink("/run/current-system") != systems[h.name] for h in hosts)
+
+    # An input no host can fetch: one line that says so, and nothing changed, on the controller or the hosts.
+    systems = {h.name: h.readlink("/run/current-system") for h in hosts}
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    (fleet / "flake.nix").write_text(FLAKE % '\n  inputs.extra = { url = "path:/nonexistent/input"; flake = false; };')
+    broken = deploy(rc=2)
+    message = broken.result(LOCK, "web1")["msg"]
+    assert message.startswith("locking the inputs of path:/var/lib/ansinix/source failed: ") and "\n" not in message
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
+    assert {h.name: h.readlink("/run/current-system") for h in hosts} == systems
