@@ -489,7 +489,10 @@ def test_args_override_knobs_and_bad_knobs_are_named():
             ({"failUnits": ["ngnix.service"]}, "failUnits names ngnix.service, which is not among its units"),
             ({"payloadMiB": "3"}, 'payloadMiB must be a whole number of MiB, not "3"'),
             ({"name": "web 1"}, "name must be a non-empty string"),
-            ({"etcFiles": {"../shadow": "x"}}, "etcFiles paths must be relative to /etc")):
+            ({"etcFiles": {"../shadow": "x"}}, "etcFiles paths must be relative to /etc"),
+            ({"preSwitchChecks": {"host name": "true"}}, "preSwitchChecks must map check names"),
+            ({"switchInhibitors": {"dbus": 'a"b'}}, "switchInhibitors must map names (letters, digits, + . _ ? = -) to strings "
+                                                     "without quotes, backslashes or commas")):
         with pytest.raises(FixtureBuildError) as error:
             build_system(**knobs)
         assert message in str(error.value) and "Traceback" not in str(error.value)
