@@ -117,6 +117,10 @@ def test_a_controller_without_nix_pins_the_inputs_once_for_every_host(fresh_host
     before = (lock.read_bytes(), lock.stat().st_mtime_ns)
     plan = deploy("-e", "nixos_update_inputs=true", "--check", "--diff")
     assert [r["changed"] for r in plan.results(WRITE_LOCK).values()] == [True]
+    diff = plan.result(WRITE_LOCK, "web1")["diff"]
+    diff = diff[0] if isinstance(diff, list) else diff
+    assert diff["before"] == before[0].decode()
+    assert json.loads(diff["after"])["nodes"]["nixpkgs"]["locked"]["narHash"] not in (locked["narHash"], None)
     assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
     assert {h.name: h.readlink("/run/current-system") for h in hosts} == systems
 
