@@ -249,6 +249,9 @@ def run_summary(status, params):
             "started", "finished", "log", "error")
     summary = dict((k, status.get(k)) for k in keys)
     summary.update(system=params.get("system"), action=params.get("action"))
+    if summary["state"] not in (None, "finished") and status.get("pid") and not process_alive(status["pid"], status.get("pid_start_time")):
+        # A runner that was killed: its record stops where it died.
+        summary["error"] = summary["error"] or "the runner (pid %s) died while %s" % (status["pid"], summary["state"])
     return json.loads(json.dumps(summary))
 
 

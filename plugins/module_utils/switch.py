@@ -295,9 +295,10 @@ class Switch:
     def report_left_over(self, lock):
         """A deploy lock its holder never let go of: that holder was killed mid-run. Say so, once."""
         if lock.left_over:
-            self.module.warn("a deploy before this one on this host ended without finishing (%s): it was killed, and the "
-                             "host may be between two systems. This run goes on from the host as it is now; "
-                             "last_activation says how far that one got" % describe_holder(lock.left_over))
+            where = ("and the host may be between two systems. This run goes on from the host as it is now; last_activation "
+                     "says how far that one got" if lock.left_over.get("status_dir") else "before it changed anything")
+            self.module.warn("a deploy before this one on this host ended without finishing (%s): it was killed, %s"
+                             % (describe_holder(lock.left_over), where))
 
     def dry_run(self, result, path, activate_path, check_mode):
         """Check mode and action=dry-activate: say what would happen, change nothing."""

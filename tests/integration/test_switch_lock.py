@@ -129,7 +129,8 @@ def test_a_deploy_killed_mid_switch_is_reported_by_the_next_one(host, run_ansibl
     assert re.search(r"a deploy before this one on this host ended without finishing \(a switch to %s, runner pid %s, "
                      r"activating since \S+; its log: /var/log/ansinix/switch-\S+\.log\): it was killed, and the host may be "
                      r"between two systems\." % (slow, runner), warning), proc.stderr
-    assert result["last_activation"]["state"] == "activating" and result["last_activation"]["system"] == slow
+    last = result["last_activation"]
+    assert last["state"] == "activating" and last["system"] == slow and last["error"] == "the runner (pid %s) died while activating" % runner
     # Reported once: the run after that has nothing to say.
     proc, result = adhoc(run_ansible, "path=%s confirm_timeout=3" % new)
     assert proc.returncode == 0 and "ended without finishing" not in proc.stderr, show(proc)

@@ -482,6 +482,15 @@ def test_last_run_and_cleanup(tmp_path):
     assert len(os.listdir(str(logs))) == 5
 
 
+def test_a_runner_that_was_killed_is_said_to_have_died_where_its_record_stops():
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    summary = activation.run_summary({"state": "activating", "pid": dead.pid}, {"system": "/nix/store/s", "action": "switch"})
+    assert summary["state"] == "activating" and summary["error"] == "the runner (pid %d) died while activating" % dead.pid
+    alive = activation.run_summary({"state": "activating", "pid": os.getpid()}, {})
+    assert alive["error"] is None
+
+
 def test_start_refuses_unknown_parameters(tmp_path):
     lock = activation.DeployLock(1, str(tmp_path / "deploy.lock")).acquire()
     with pytest.raises(NixError, match="unknown runner parameters colour"):
