@@ -45,7 +45,10 @@ def _check_node(name, node):
     if "locked" in node or "original" in node:
         if not (_scalars(node.get("locked")) and _scalars(node.get("original"))):
             raise NixError("node %r has no locked and original reference" % name)
-        if not str(node["locked"].get("narHash", "")).startswith("sha256-"):
+        locked = node["locked"]
+        # A relative path input (newer Nix) is part of its parent's tree, locked with it.
+        relative = locked.get("type") == "path" and not str(locked.get("path", "/")).startswith("/")
+        if not relative and not str(locked.get("narHash", "")).startswith("sha256-"):
             raise NixError("input %r is not locked (no narHash): give it a reference Nix can pin (a git or github URL, a "
                            "path), not a dirty git tree" % name)
 

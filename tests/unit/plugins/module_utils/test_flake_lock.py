@@ -119,6 +119,10 @@ def test_what_is_no_lock_is_refused_in_one_line(text, message):
 def test_the_filter_returns_a_good_lock_as_it_is():
     text = lock_text(GOOD)
     assert flake_lock(text, "web1") == text
+    # A relative path input, as newer Nix locks it: inside its parent, with no hash of its own.
+    sub = {"locked": {"path": "./sub", "type": "path"}, "original": {"path": "./sub", "type": "path"}, "parent": []}
+    relative = lock_text(dict(GOOD, nodes=dict(GOOD["nodes"], sub=sub)))
+    assert flake_lock(relative) == relative
     with pytest.raises(Exception) as exc:
         flake_lock("{}", "web1")
     assert str(exc.value).startswith("the lock web1 sent is no flake.lock: ")
