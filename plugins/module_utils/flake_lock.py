@@ -111,7 +111,14 @@ def lock_flake(nix, directory, mode, check=check_lock):
     if mode not in LOCK_MODES:
         raise NixError("lock is %r: use missing (lock what flake.lock lacks) or update (every input to its newest)" % (mode,))
     ref = "path:" + directory
-    argv = nix.experimental("nix-command", "flakes") + ["flake", "metadata", "--json", "--no-write-lock-file"]
+    argv = nix.experimental("nix-command", "flakes") + ["flake", "metadata", "--json"]
+    old_text = read_lock(directory)
+    if mode == "missing" and old_text is not None:
+        # A lock Nix finds complete stays byte for byte, whatever Nix wrote it (Nix itself would not rewrite it).
+        # Alone: Nix 2.8 ignores --no-update-lock-file next to --no-write-lock-file.
+        if nix.run("nix", argv + ["--no-update-lock-file", ref], check=False)[0] == 0:
+            return {"lock": check(old_text, "the lock of %s" % ref), "lock_changed": False}
+    argv.append("--no-write-lock-file")
     if mode == "update":
         argv.append("--recreate-lock-file")
     rc, out, err = nix.run("nix", argv + [ref], check=False)
@@ -123,7 +130,6 @@ def lock_flake(nix, directory, mode, check=check_lock):
     except (ValueError, KeyError, TypeError):
         raise NixError("nix flake metadata printed no lock for %s: this Nix is too old to lock a flake this way; "
                        "use Nix 2.4 or newer" % ref) from None
-    old_text = read_lock(directory)
     text = check(resolved_lock(old_text, new_lock), "the lock of %s" % ref)
     return {"lock": text, "lock_changed": text != old_text}
 

@@ -62,11 +62,18 @@ def test_a_lock_is_kept_missing_inputs_are_added_and_update_takes_the_newest(fla
     # The same lock written otherwise (another Nix, another indentation) is kept as it is.
     (directory / "flake.lock").write_text(json.dumps(json.loads(first)))
     assert lock_flake(nix, str(directory), "missing") == {"lock": json.dumps(json.loads(first)), "lock_changed": False}
+    # So is one with what this Nix does not read (a newer Nix's field): Nix finds it complete, and keeps it.
+    newer = json.loads(first)
+    newer["nodes"]["a"]["from-a-newer-nix"] = True
+    (directory / "flake.lock").write_text(lock_text(newer))
+    assert lock_flake(nix, str(directory), "missing") == {"lock": lock_text(newer), "lock_changed": False}
+    assert (directory / "flake.lock").read_text() == lock_text(newer)
     (directory / "flake.lock").write_text(first)
     write(with_b=True)
     added = lock_flake(nix, str(directory), "missing")
     nodes = json.loads(added["lock"])["nodes"]
     assert added["lock_changed"] and nodes["a"] == json.loads(first)["nodes"]["a"] and "b" in nodes
+    assert (directory / "flake.lock").read_text() == first
     updated = json.loads(lock_flake(nix, str(directory), "update")["lock"])["nodes"]
     assert updated["a"]["locked"]["narHash"] != nodes["a"]["locked"]["narHash"]
     assert (directory / "flake.lock").read_text() == first  # never written
