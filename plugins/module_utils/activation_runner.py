@@ -163,6 +163,14 @@ def prunable(all_generations, keep, protect=()):
     return sorted(n for n in newest_first if n not in kept)
 
 
+def boot_entry_id(profile, generation):
+    """The systemd-boot entry NixOS writes for a generation of a profile (systemd-boot-builder's names)."""
+    directory, name = os.path.split(profile.rstrip("/"))
+    if directory == "/nix/var/nix/profiles/system-profiles":
+        return "nixos-%s-generation-%d.conf" % (name, generation)
+    return "nixos-generation-%d.conf" % generation
+
+
 def realpath_or_none(path):
     return os.path.realpath(path) if os.path.lexists(path) else None
 
@@ -421,7 +429,7 @@ class Runner:
         previous_system = generations(self.params["profile"]).get(previous)
         if self.switch_to_configuration(previous_system, "boot") != 0:
             raise RuntimeError("switch-to-configuration boot of the previous system %s failed" % previous_system)
-        entry = "nixos-generation-%d.conf" % new
+        entry = boot_entry_id(self.params["profile"], new)
         bootctl = next((p for p in (os.path.join(s, "sw", "bin", "bootctl") for s in (self.params["system"], previous_system))
                         if os.path.exists(p)), None)
         if bootctl is None or self.run_logged([bootctl, "set-oneshot", entry]) != 0:

@@ -1,6 +1,7 @@
 """What nixos_switch reads from `switch-to-configuration check`: did the new system refuse a live switch, and why."""
 import pytest
 
+from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import boot_entry_id
 from ansible_collections.ansinix.nixos.plugins.module_utils.switch import classify_pre_switch_check, refusal_reason
 
 # What switch-to-configuration-ng prints when the switchInhibitors check of switchable-system.nix refuses.
@@ -48,3 +49,8 @@ def test_refusal_reason_names_the_check_and_what_changed():
     assert refusal_reason("Pre-switch check 'quiet' failed\nPre-switch checks failed\n") == "pre-switch check 'quiet' failed"
     assert refusal_reason("Pre-switch checks failed\n") == "its pre-switch checks failed"
     assert len(refusal_reason("x" * 5000 + "\nPre-switch check 'long' failed\n")) < 250
+
+
+def test_boot_entry_id_is_the_name_nixos_gives_a_generation_s_entry():
+    assert boot_entry_id("/nix/var/nix/profiles/system", 42) == "nixos-generation-42.conf"
+    assert boot_entry_id("/nix/var/nix/profiles/system-profiles/lab", 3) == "nixos-lab-generation-3.conf"
