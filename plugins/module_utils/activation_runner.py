@@ -478,7 +478,8 @@ class Runner:
         self.update(rc=rc)
         if self.switch_was_busy(rc):
             # switch-to-configuration stopped before it did anything: only the profile goes back.
-            self.update(error="another switch held %s for more than %ss" % (SWITCH_LOCK, params.get("switch_lock_timeout", 0)))
+            held = "the unit %s.service" % SWITCH_UNIT if SWITCH_BUSY[1] in self.last_output.decode(errors="replace") else SWITCH_LOCK
+            self.update(error="another switch held %s for more than %ss" % (held, params.get("switch_lock_timeout", 0)))
             self.rollback("switch-lock-held")
             return
         if rc != 0:

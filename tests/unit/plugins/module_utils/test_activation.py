@@ -41,6 +41,12 @@ esac
 FAKE_SWITCH = r"""#!/bin/sh
 # switch-to-configuration of a stand-in system: records the call, activates by moving a link.
 system=$(cd "$(dirname "$0")/.." && pwd -P)
+if [ -s "$system/busy" ] && [ "$(cat "$system/busy")" -gt 0 ]; then  # another switch holds the lock this many times
+  echo $(( $(cat "$system/busy") - 1 )) > "$system/busy"
+  echo "$(basename "$system") $1 busy" >> "$FAKE_RECORD"
+  cat "$system/busy-message" >&2
+  exit 11
+fi
 echo "$(basename "$system") $1 bootloader=${NIXOS_INSTALL_BOOTLOADER:-0}" >> "$FAKE_RECORD"
 echo "restarting the following units: $(basename "$system").service" >&2
 case $1 in switch|test) ln -sfn "$system" "$FAKE_CURRENT" ;; esac
@@ -74,12 +80,14 @@ class Host:
         monkeypatch.setattr(ar, "CURRENT_SYSTEM", str(self.current))
         monkeypatch.setattr(ar, "BOOTED_SYSTEM", str(self.booted))
 
-    def system(self, name, fails=False, seconds=0):
+    def system(self, name, fails=False, seconds=0, busy=0, busy_message="Could not acquire lock"):
         path = self.root / "store" / name
         (path / "bin").mkdir(parents=True)
         script = path / "bin" / "switch-to-configuration"
         script.write_text(FAKE_SWITCH)
         script.chmod(0o755)
+        (path / "busy").write_text(str(busy))
+        (path / "busy-message").write_text(busy_message + "\n")
         if fails:
             (path / "fails").write_text("")
         if seconds:
@@ -219,6 +227,31 @@ def test_runner_error_before_activation_changes_nothing(host):
     status = host.run(system=new)
     assert status["outcome"] == "error" and "nix-env could not set profile" in status["error"]
     assert host.calls() == [] and os.readlink(str(host.current)) == old and status["rolled_back"] is False
+
+
+def test_a_switch_that_finds_the_lock_taken_is_run_again_once_it_is_free(host):
+    old, new = host.system("old"), host.system("new", busy=2)
+    host.install(old)
+    status = host.run(system=new, switch_lock_timeout=30)
+    assert status["outcome"] == "done" and os.readlink(str(host.current)) == new
+    assert host.calls() == ["nix-env --set %s" % new, "new switch busy", "new switch busy", "new switch bootloader=0"]
+
+
+@pytest.mark.parametrize("message,held", [
+    ("Could not acquire lock", "/run/nixos/switch-to-configuration.lock"),
+    ("Failed to start transient service unit: Unit nixos-rebuild-switch-to-configuration.service was already loaded or "
+     "has a fragment file.", "the unit nixos-rebuild-switch-to-configuration.service"),
+])
+def test_a_switch_still_busy_past_the_bound_only_puts_the_profile_back(host, message, held):
+    old, new = host.system("old"), host.system("new", busy=1000, busy_message=message)
+    host.install(old)
+    status = host.run(system=new, switch_lock_timeout=1)
+    assert status["outcome"] == "rolled-back" and status["rollback_reason"] == "switch-lock-held"
+    assert status["error"] == "another switch held %s for more than 1s" % held
+    # switch-to-configuration did nothing: no switch back, only the profile and the generation made.
+    assert [c for c in host.calls() if not c.endswith(" busy")] == [
+        "nix-env --set %s" % new, "nix-env --switch-generation 1", "nix-env --delete-generations 2"]
+    assert host.generations() == [1] and os.readlink(str(host.current)) == old
 
 
 def confirm_later(status_dir, words, delay=0.3):
