@@ -142,3 +142,10 @@ def test_a_controller_without_nix_pins_the_inputs_once_for_every_host(fresh_host
     assert message.startswith("locking the inputs of path:/var/lib/ansinix/source failed: ") and "\n" not in message
     assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
     assert {h.name: h.readlink("/run/current-system") for h in hosts} == systems
+
+    # An update asked of a build that locks nothing: refused in one line, before anything happens.
+    refused = deploy("-e", "nixos_update_inputs=true", "-e", "nixos_build_on=controller", rc=2)
+    assert refused.result("Check what to build", "web1")["msg"] == (
+        "nixos_update_inputs updates a flake on the first host with nixos_build_on: target; for a build on the controller or a "
+        "builder, run `nix flake update` where the flake is (classic files: change nixos_nix_path)")
+    assert {h.name: h.readlink("/run/current-system") for h in hosts} == systems
