@@ -7,17 +7,14 @@ honours. Every test asserts the host's profile, /run/current-system, boot entrie
 """
 import json
 import os
-import re
 
 import pytest
 
 from ansinix_test import REPO_ROOT
 from ansinix_test.hosts import REBOOT_COMMAND
 from ansinix_test.systems import FIXTURES_DIR, build_system
+from test_nixos_switch import HOST, PROFILE, adhoc, boot_entries, generations, show  # pylint: disable=import-error
 
-PROFILE = "/nix/var/nix/profiles/system"
-MODULE = "ansinix.nixos.nixos_switch"
-HOST = "sb1"
 SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
 FLEET = os.path.join(os.path.dirname(FIXTURES_DIR), "fleet.nix")
 
@@ -29,24 +26,6 @@ def system(version, **knobs):
 # A running system with a critical component, and new ones that change it, or do not.
 DBUS = {"dbus-implementation": "dbus", "systemd": "258.1"}
 BROKER = {"dbus-implementation": "broker", "systemd": "258.1"}
-
-
-def adhoc(run_ansible, args, *extra, host=HOST):
-    proc = run_ansible([host, "-m", MODULE, "-a", args] + list(extra))
-    match = re.search(r"^%s \| [A-Z!]+ => " % re.escape(host), proc.stdout, re.M)
-    return proc, (json.loads(proc.stdout[match.end():]) if match else None)
-
-
-def show(proc):
-    return "rc=%d\n%s\n%s" % (proc.returncode, proc.stdout[-4000:], proc.stderr[-2000:])
-
-
-def generations(h):
-    return sorted(int(n) for n in re.findall(r"^system-(\d+)-link$", h.run("ls %s" % os.path.dirname(PROFILE)).stdout, re.M))
-
-
-def boot_entries(h):
-    return sorted(h.run("ls /boot/loader/entries").stdout.split())
 
 
 def state(h):
