@@ -491,8 +491,7 @@ def test_args_override_knobs_and_bad_knobs_are_named():
             ({"name": "web 1"}, "name must be a non-empty string"),
             ({"etcFiles": {"../shadow": "x"}}, "etcFiles paths must be relative to /etc"),
             ({"preSwitchChecks": {"host name": "true"}}, "preSwitchChecks must map check names"),
-            ({"switchInhibitors": {"dbus": 'a"b'}}, "switchInhibitors must map names (letters, digits, + . _ ? = -) to strings "
-                                                     "without quotes, backslashes or commas")):
+            ({"switchInhibitors": {"dbus": 'a"b'}}, "to strings without quotes, backslashes or commas")):
         with pytest.raises(FixtureBuildError) as error:
             build_system(**knobs)
         assert message in str(error.value) and "Traceback" not in str(error.value)
