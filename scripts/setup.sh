@@ -16,6 +16,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev git rsync curl ca-certificates
   shellcheck gdisk fdisk dosfstools e2fsprogs xfsprogs btrfs-progs mdadm busybox-static
   lvm2 cryptsetup-bin
+  fusefat  # the test machines' ESPs: this kernel has no vfat, so FAT is mounted through FUSE
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -385,7 +385,8 @@ class Disks:
         with open("/proc/filesystems", encoding="ascii") as f:
             known = f.read().split()
         wanted = {p[2] for p in mount_points(self.layout)}
-        for fs in sorted(wanted - set(known)):
+        # mount(8) hands a type it has a helper for (/sbin/mount.TYPE, e.g. a FUSE driver) to that helper.
+        for fs in sorted(fs for fs in wanted - set(known) if not os.path.exists("/sbin/mount." + fs)):
             # A driver built as a module is loaded on the first mount; try before anything is wiped.
             self.run(["modprobe", fs], check=False)
             with open("/proc/filesystems", encoding="ascii") as f:

@@ -549,3 +549,95 @@ def test_check_mode_ends_the_role_for_the_host_not_the_play(fresh_hosts, testhos
         assert "Wait for the rescue system" not in [e["task"] for e in plan.events]
         assert api.robot.resets == [] and [r for r in api.requests if r.method != "GET"] == []
     assert host.mode == "os" and host.run("blkid -p %s" % disk, check=False).returncode == 2
+
+
+# The bootstrap example's facts.nix, through the stand-in nixpkgs: what a user's configuration makes of the facts.
+EXAMPLE_CONFIGURATION = """\
+{ args ? { } }:
+let
+  server = name: import ./mini-nixpkgs/nixos/lib/eval-config.nix {
+    modules = [
+      (import ./facts.nix (builtins.fromJSON (builtins.readFile (./hosts + "/${name}/hardware.json"))))
+      { networking.hostName = name; system.nixos.label = args.label or "1"; system.stateVersion = "26.11"; }
+    ];
+  };
+in
+{ nixosConfigurations.bm5 = server "bm5"; }
+"""
+
+
+def fat_files(device, *paths):
+    """The files at paths of the FAT file system on device (None for a missing one), read from the device itself."""
+    script = ('d=$(mktemp -d) && fusefat -o ro "$0" "$d" >/dev/null && for p in "$@"; do echo "== $p"; cat "$d/$p" 2>/dev/null || '
+              'echo "(missing)"; done; umount "$d"')
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script, device] + list(paths),
+                         capture_output=True, text=True, check=True).stdout
+    files = {}
+    for chunk in out.split("== ")[1:]:
+        path, _nl, text = chunk.partition("\n")
+        files[path] = None if text == "(missing)\n" else text
+    return files
+
+
+def test_rescue_install_on_two_disks_with_efi_puts_the_boot_loader_on_both_esps(
+        fresh_hosts, testhosts, run_playbook, run_ansible, tmp_path, fleet_dir):
+    """UEFI and two disks: each disk's ESP, by its own name, holds the boot loader at the firmware's removable path
+    and the entries of the current generation, after the install and after every deploy; either disk boots alone."""
+    host = machine(fresh_hosts, "bm5", [400, 400])
+    disks = host.disks()
+    shutil.copytree(os.path.join(REPO_ROOT, "tests", "fixtures", "mini-nixpkgs"), fleet_dir / "mini-nixpkgs")
+    shutil.copy(os.path.join(REPO_ROOT, "examples", "bootstrap", "nix", "facts.nix"), fleet_dir / "facts.nix")
+    (fleet_dir / "default.nix").write_text(EXAMPLE_CONFIGURATION)
+    with FakeHetzner() as api:
+        server = api.cloud.add_server(name="bm5")
+        api.cloud.add_ssh_key("harness", harness_key(testhosts))
+        api.on_reset = lambda kind, srv, rescue: host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
+        args = inventory(tmp_path, testhosts, "bm5", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="cloud",
+                         nixos_rescue_server="bm5", nixos_rescue_ssh_keys=["harness"],
+                         nixos_hetzner_cloud={"endpoint": api.cloud_url, "token": CLOUD_TOKEN},
+                         nixos_disks=layout(disks, boot="efi", esp_size="64M"))
+        with testhosts.serve_reboots():
+            run = run_playbook(BOOTSTRAP, args=args)
+        assert run.rc == 0, str(run)
+        assert api.cloud.resets == [(server["id"], "reset")]
+    esps = [d + "p1" for d in disks]
+    # Each disk's ESP has a name and a FAT label of its own, and a mount point of its own.
+    for index, esp in enumerate(esps):
+        probe = host.run("blkid -p -o export %s" % esp).stdout.splitlines()
+        assert {"TYPE=vfat", "PART_ENTRY_NAME=ESP%d" % index, "LABEL=ESP%d" % index} <= set(probe)
+    facts = json.loads((fleet_dir / "hosts" / "bm5" / "hardware.json").read_text())["hardware"]
+    assert facts["esp_devices"] == esps and facts["esp_mounts"] == ["/boot", "/boot-fallback"]
+    assert facts["file_systems"]["/boot"]["device"] == "/dev/disk/by-partlabel/ESP0"
+    assert facts["file_systems"]["/boot-fallback"]["device"] == "/dev/disk/by-partlabel/ESP1"
+    # The machine booted from its disks, with each ESP where the installed system's fstab mounts it.
+    system = host.readlink("/run/current-system")
+    assert host.mode == "disk" and system.endswith("-nixos-system-bm5-1") and host.readlink("/run/booted-system") == system
+    assert host.disk_fat == [("/boot", esps[0]), ("/boot-fallback", esps[1])]
+
+    def assert_both_esps_boot(system, generation):
+        entry = "loader/entries/nixos-generation-%d.conf" % generation
+        for esp in esps:
+            files = fat_files(esp, "EFI/BOOT/BOOTX64.EFI", "loader/loader.conf", entry)
+            assert files["EFI/BOOT/BOOTX64.EFI"] == "systemd-boot (fixture)\n", esp
+            assert "default nixos-generation-%d.conf\n" % generation in files["loader/loader.conf"], esp
+            assert "options init=%s/init " % system in files[entry], esp
+
+    assert_both_esps_boot(system, 1)
+
+    # A deploy of a new generation writes its entry to both ESPs, not only to the one at /boot.
+    new = subprocess.run(["nix-build", str(fleet_dir / "default.nix"), "--no-out-link", "--arg", "args", '{ label = "2"; }',
+                          "-A", "nixosConfigurations.bm5.config.system.build.toplevel"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    host.import_closure(new)
+    proc = run_ansible(["bm5", "-m", "ansinix.nixos.nixos_switch", "-a", "path=%s" % new])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert host.readlink("/run/current-system") == new and host.generation() == 2
+    assert_both_esps_boot(new, 2)
+
+    # The first disk fails: the firmware finds the boot loader on the second disk's ESP, which boots the new generation.
+    # (The root is a btrfs RAID1 the harness mounts degraded, as an mdadm RAID1 would start; this kernel has no md.)
+    host.pull_disk(0)
+    host.power_cycle()
+    assert host.disks() == disks[1:] and host.mode == "disk"
+    assert host.firmware_boot_dir() == "/boot-fallback" and host.disk_fat == [("/boot-fallback", esps[1]), ("/boot", None)]
+    assert host.readlink("/run/booted-system") == new and host.readlink("/run/current-system") == new

@@ -73,6 +73,8 @@ for o in $OVERLAYS; do
   target=${o%%=*}; rest=${o#*=}; upper=${rest%%:*}; work=${rest#*:}
   mount -t overlay overlay -o "lowerdir=$target,upperdir=$upper,workdir=$work" "$target"
 done
+# The FAT file systems (ESPs) of an installed system's /etc/fstab, through FUSE: this kernel has no vfat.
+for f in $FAT_MOUNTS; do fusefat -o rw+ "${f%%=*}" "${f#*=}" >/dev/null; done
 mount --bind "$HOST_DIR/boot_id" /proc/sys/kernel/random/boot_id
 # Where the host asks the harness for a reboot (see TestHosts.serve_reboots).
 mkdir -p /var/lib/ansinix-harness
@@ -95,6 +97,15 @@ INSTALL_NIX_COMMAND = "/var/lib/ansinix-harness/install-nix"
 
 # The file systems a machine's disks may hold a root or a /boot on (the kernel here has no vfat, no md).
 DISK_FS_TYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
+
+# mount.vfat of a machine, which mount(8) hands the type vfat to: this kernel has no vfat, so FAT goes through
+# FUSE (fusefat, writable with rw+). It lives in the machine's own /usr/sbin (an overlay), not the machine's.
+MOUNT_VFAT_SCRIPT = """#!/bin/sh
+dev=$1; dir=$2; shift 2
+mode=rw+
+for arg in "$@"; do case ",$arg," in *,ro,*) mode=ro ;; esac; done
+exec /usr/bin/fusefat -o "$mode" "$dev" "$dir" >/dev/null
+"""
 
 
 class HostError(RuntimeError):
@@ -189,6 +200,25 @@ def _locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _resolve_in(root, path):
+    """path inside the tree at root, its links followed as the system of that root would (absolute ones from root)."""
+    parts, done = [p for p in path.split("/") if p], []
+    for _hop in range(100):
+        if not parts:
+            return os.path.join(root, *done)
+        part = parts.pop(0)
+        full = os.path.join(root, *done, part)
+        if os.path.islink(full):
+            target = os.readlink(full)
+            done = [] if target.startswith("/") else done
+            parts = [p for p in target.split("/") if p] + parts
+        elif part == "..":
+            done = done[:-1]
+        elif part != ".":
+            done.append(part)
+    raise HostError("%s: too many links under %s" % (path, root))
+
+
 def _subnet_for(prefix):
     """A /24 for this prefix, the same every time, never shared with another prefix."""
     registry = os.path.join(STATE_ROOT, "subnets.json")
@@ -228,6 +258,7 @@ class Host:
         # OS it came with (the host's own dirs), the way a dedicated server is.
         self.machine = bool(options.get("disks"))
         self.disk_root = None  # (root device, boot device or None) when booted from its disks
+        self.disk_fat = []  # [(mount point, device or None)]: the FAT file systems of its /etc/fstab, in disk order
         self.rescue_keys = []  # root's authorized keys in the rescue system
         self.rescue_host_key = None  # its private host key, when the API told it
 
@@ -263,6 +294,13 @@ class Host:
             overlays = {d: (os.path.join(base, d + ".upper"), os.path.join(base, d + ".work")) for d in OVERLAID_DIRS}
         if not self._nix_visible():
             overlays["usr/bin"] = (os.path.join(base, "usrbin.upper"), os.path.join(base, "usrbin.work"))
+        if self.machine:
+            overlays["usr/sbin"] = (os.path.join(self.dir, "usrsbin.upper"), os.path.join(self.dir, "usrsbin.work"))
+        if self.mode == "disk":
+            # A FAT file system of the installed system is mounted over its mount point of the root (where a missing
+            # nofail one leaves the root's empty directory, as on NixOS).
+            for point, _device in self.disk_fat:
+                own[point.lstrip("/")] = os.path.join(base, point.lstrip("/"))
         return own, overlays
 
     def _nix_visible(self):
@@ -272,10 +310,35 @@ class Host:
         """The host's /etc upper dir as the harness sees it (while its file systems are reachable)."""
         return self._layout()[1]["etc"][0]
 
+    def _pulled(self):
+        try:
+            with open(os.path.join(self.dir, "pulled-disks"), encoding="ascii") as f:
+                return {int(i) for i in f.read().split()}
+        except OSError:
+            return set()
+
+    def _degraded(self, fstype):
+        """The mount option of a mirror with a disk pulled out: btrfs mounts it degraded only when told (here, as
+        an mdadm RAID1 would start degraded, which this kernel cannot: it has no md)."""
+        return ",degraded" if fstype == "btrfs" and self._pulled() else ""
+
+    def pull_disk(self, index):
+        """Take disk index out of the machine, as a failed disk is: detached, gone at the next power_cycle()."""
+        pulled = self._pulled() | {index}
+        with open(os.path.join(self.dir, "pulled-disks"), "w", encoding="ascii") as f:
+            f.write(" ".join(str(i) for i in sorted(pulled)) + "\n")
+        self.stop()
+        self._detach_disks(only=index)
+        if shutil.which("btrfs"):
+            _run(["btrfs", "device", "scan", "--forget"], check=False)
+
     def disks(self):
-        """The loop devices that are this machine's disks, attached on first use."""
+        """The loop devices that are this machine's disks, attached on first use (but those pulled out)."""
         devices = []
+        pulled = self._pulled()
         for index, mib in enumerate(self.options.get("disks") or []):
+            if index in pulled:
+                continue
             image = os.path.join(self.dir, "disk%d.img" % index)
             if not os.path.exists(image):
                 with open(image, "wb") as f:
@@ -284,8 +347,10 @@ class Host:
             devices.append(attached[0] if attached else _run(["losetup", "-f", "--show", image]).stdout.strip())
         return devices
 
-    def _detach_disks(self):
+    def _detach_disks(self, only=None):
         for index in range(len(self.options.get("disks") or [])):
+            if only is not None and index != only:
+                continue
             image = os.path.join(self.dir, "disk%d.img" % index)
             if os.path.exists(image):
                 for dev in _run(["losetup", "-j", image, "-O", "NAME", "-n"], check=False).stdout.split():
@@ -317,9 +382,9 @@ class Host:
             if fstype not in DISK_FS_TYPES:
                 continue
             probe = _run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                          'd=$(mktemp -d) && mount -o ro "$1" "$d" && '
+                          'd=$(mktemp -d) && mount -o "ro$2" "$1" "$d" && '
                           '{ [ -L "$d/nix/var/nix/profiles/system" ] && echo root; [ -f "$d/loader/loader.conf" ] && echo boot; true; }',
-                          "probe", dev], check=False).stdout.split()
+                          "probe", dev, self._degraded(fstype)], check=False).stdout.split()
             if "root" in probe and root is None:
                 root = dev
             elif "boot" in probe and boot is None:
@@ -431,6 +496,11 @@ class Host:
                 whiteout = os.path.join(overlays["usr/bin"][0], entry)
                 if entry.startswith("nix") and not os.path.exists(whiteout):
                     os.mknod(whiteout, 0o600 | 0o020000, os.makedev(0, 0))
+        if "usr/sbin" in overlays:
+            helper = os.path.join(overlays["usr/sbin"][0], "mount.vfat")
+            with open(helper, "w", encoding="utf-8") as f:
+                f.write(MOUNT_VFAT_SCRIPT)
+            os.chmod(helper, 0o755)
         install_nix = os.path.join(self.dir, "harness", "install-nix")
         with open(install_nix, "w", encoding="utf-8") as f:
             f.write(INSTALL_NIX_SCRIPT)
@@ -499,7 +569,43 @@ class Host:
                 path = os.path.join(self.dir, where)
                 os.makedirs(path, exist_ok=True)
                 if not _mounted(path):
-                    _run(["mount", dev, path])
+                    _run(["mount", "-o", "rw" + self._degraded(_run(["blkid", "-p", "-o", "value", "-s", "TYPE", dev]).stdout.strip()),
+                          dev, path])
+        self.disk_fat = self._fat_mounts(os.path.join(self.dir, "sysroot"))
+
+    def _fat_mounts(self, root):
+        """[(mount point, device or None)] of the vfat lines of the /etc/fstab of the installed system's current
+        generation, as NixOS's stage 2 mounts them; a device found by /dev/disk/by-partlabel or by-label name (no
+        udev here), None when it is gone (nofail) or missing (NixOS would stop: so does this)."""
+        fstab = _resolve_in(root, "/nix/var/nix/profiles/system/etc/fstab")
+        if not os.path.isfile(fstab):
+            return []
+        names = {}
+        for index, (dev, fstype) in enumerate(self._block_devices()):
+            if fstype == "vfat":
+                info = dict(line.split("=", 1) for line in _run(["blkid", "-p", "-o", "export", dev], check=False).stdout.splitlines()
+                            if "=" in line)
+                names.update({("partlabel", info.get("PART_ENTRY_NAME")): (index, dev), ("label", info.get("LABEL")): (index, dev)})
+        found = []
+        with open(fstab, encoding="utf-8") as f:
+            for line in f:
+                words = line.split()
+                if len(words) < 4 or words[2] != "vfat":
+                    continue
+                kind, _slash, name = words[0][len("/dev/disk/by-"):].partition("/")
+                index, dev = names.get((kind, name), (len(names), None))
+                if dev is None and "nofail" not in words[3].split(","):
+                    raise HostError("%s: %s for %s is missing and not nofail: NixOS would not boot" % (self.name, words[0], words[1]))
+                found.append((index, words[1], dev))
+        return [(point, dev) for _index, point, dev in sorted(found)]
+
+    def firmware_boot_dir(self):
+        """Where the firmware finds the boot loader: the first disk's ESP that holds one at the removable path
+        (EFI/BOOT/BOOTX64.EFI), as UEFI tries the disks in order without NVRAM entries; else /boot."""
+        for point, dev in self.disk_fat if self.mode == "disk" else []:
+            if dev and self.exists(point + "/EFI/BOOT/BOOTX64.EFI"):
+                return point
+        return "/boot"
 
     def _unmount_disk_root(self):
         for where in ("sysboot", "sysroot"):
@@ -532,7 +638,9 @@ class Host:
             with open(path, "w", encoding="ascii"):
                 pass
         own, overlays = self._layout()
+        fat = [(point, dev) for point, dev in self.disk_fat if dev] if self.mode == "disk" else []
         env = dict(os.environ, HOST_DIR=self.dir, HOST_NAME=self.name, STATE_ROOT=self.hosts.root,
+                   FAT_MOUNTS=" ".join("%s=%s" % (dev, point) for point, dev in fat),
                    OWN_MOUNTS=" ".join("%s=%s" % (src, d) for d, src in own.items()),
                    OVERLAYS=" ".join("/%s=%s:%s" % (d, upper, work) for d, (upper, work) in overlays.items()))
         _run(["nsenter", "--net=/run/netns/" + self.netns, "unshare", "--mount=" + self.mnt_ns,
@@ -578,14 +686,15 @@ class Host:
                  "NIXOS_INSTALL_BOOTLOADER=1 %s/bin/switch-to-configuration boot" % (system, system))
 
     def default_boot_system(self):
-        """The system the boot loader would start, as the fixture systems record it under /boot."""
-        conf = self.run("cat /boot/loader/loader.conf 2>/dev/null", check=False).stdout
+        """The system the boot loader would start, as the fixture systems record it under /boot (or the ESP the
+        firmware boots from)."""
+        conf = self.run("cat %s/loader/loader.conf 2>/dev/null" % self.firmware_boot_dir(), check=False).stdout
         entry = next((line.split(None, 1)[1].strip() for line in conf.splitlines() if line.startswith("default ")), None)
         return self.entry_system(entry) if entry else None
 
     def entry_system(self, entry):
         """The system of a boot loader entry (its init= option), or None when there is no such entry."""
-        text = self.run("cat /boot/loader/entries/%s 2>/dev/null" % shlex.quote(entry), check=False).stdout
+        text = self.run("cat %s/loader/entries/%s 2>/dev/null" % (self.firmware_boot_dir(), shlex.quote(entry)), check=False).stdout
         for line in text.splitlines():
             for word in line.split():
                 if word.startswith("init="):
