@@ -29,15 +29,18 @@ def lock(tmp_path):
 def procs():
     started = []
 
-    def start(argv, **kwargs):
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, **kwargs)
+    def start(argv):
+        # A session of its own: the end of the test ends it and every process it started.
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
         started.append(proc)
         return proc
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
         proc.stdout.close()
 
 
@@ -127,7 +130,12 @@ def test_a_shell_switch_that_took_the_lock_through_flock_1_is_running(lock, tmp_
     script.chmod(0o755)
     shell = procs([str(script), "test"])
     assert shell.stdout.readline().strip() == "locked"
-    found = switch_lock.inspect_lock(lock)
+    # Until the sleep it forks has closed the inherited descriptor, that one holds the file open too.
+    for _attempt in range(100):
+        found = switch_lock.inspect_lock(lock)
+        if [h["pid"] for h in found["holders"]] == [shell.pid]:
+            break
+        time.sleep(0.02)
     assert found["stale"] is None and [h["pid"] for h in found["holders"]] == [shell.pid]
     assert found["holders"][0]["argv"] == "/bin/sh %s test" % script
 
