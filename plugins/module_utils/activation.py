@@ -151,8 +151,10 @@ class Activation:
         # The interpreter by its store path: the new system may no longer have /run/current-system/sw/bin/python3.
         python = os.path.realpath(sys.executable)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/run/current-system/sw/bin", "LANG": "C.UTF-8"}
-        if os.environ.get("LOCALE_ARCHIVE"):
-            env["LOCALE_ARCHIVE"] = os.environ["LOCALE_ARCHIVE"]
+        # NIXOS_NO_CHECK=1 in the task's environment skips the pre-switch checks, as with nixos-rebuild.
+        for name in ("LOCALE_ARCHIVE", "NIXOS_NO_CHECK"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
         lock.hand_over(status_dir, params["system"])
         try:
             if systemd:

@@ -132,6 +132,8 @@ options:
         again with O(generation) set to RV(boot_once_generation) and O(action=boot) to make the new system the boot
         default. The C(ansinix.nixos.deploy) role does both when C(nixos_reboot) is V(if_needed) or V(always).
       - V(boot) needs systemd-boot. With another boot loader the task fails and the previous generation stays the default.
+      - To switch anyway, set C(NIXOS_NO_CHECK=1) in the task's C(environment), as with C(nixos-rebuild). The checks are
+        then skipped, for the question and for the switch.
     type: str
     choices: [fail, boot]
     default: fail

@@ -90,6 +90,18 @@ def test_a_bad_on_refused_switch_is_one_clear_line(host, run_ansible):
     assert state(host) == before
 
 
+def test_nixos_no_check_in_the_task_environment_switches_anyway(host, run_playbook, testhosts, tmp_path):
+    inhibited = system(3, switchInhibitors=BROKER)
+    host.import_closure(inhibited)
+    play = tmp_path / "forced.yml"
+    play.write_text("- hosts: %s\n  gather_facts: false\n  tasks:\n    - ansinix.nixos.nixos_switch:\n        path: %s\n"
+                    "      environment:\n        NIXOS_NO_CHECK: \"1\"\n" % (HOST, inhibited))
+    run = run_playbook(str(play), args=["-i", testhosts.inventory_path])
+    assert run.rc == 0, str(run)
+    assert host.readlink("/run/current-system") == inhibited and host.generation() == 3
+    assert host.default_boot_system() == inhibited and host.oneshot_boot_entry() is None
+
+
 def test_check_mode_shows_the_refusal_and_what_would_happen_instead(host, run_ansible):
     inhibited = system(3, switchInhibitors=BROKER)
     host.import_closure(inhibited)
