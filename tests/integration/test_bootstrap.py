@@ -189,27 +189,33 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
     assert host.read_file("/var/lib/ansinix/installed-system").strip() == again_system
 
 
-def test_rescue_install_through_cloud_on_one_disk(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
-    """Built in the rescue system itself (nixos_build_on: target), with a host key kept in a vault."""
-    host = machine(fresh_hosts, "bm2", [600])
-    disk, = host.disks()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bm2", "-f", str(tmp_path / "bm2-key")], check=True)
+def install_through_cloud(host, testhosts, run_playbook, tmp_path, fleet_dir, **hostvars):
+    """The bootstrap playbook on host through the fake Cloud API: one reset into the rescue system, the rescue ended."""
     with FakeHetzner() as api:
-        server = api.cloud.add_server(name="bm2")
+        server = api.cloud.add_server(name=host.name)
         api.cloud.add_ssh_key("harness", harness_key(testhosts))
         api.on_reset = lambda kind, srv, rescue: host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
-        args = inventory(tmp_path, testhosts, "bm2", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="cloud",
-                         nixos_rescue_server="bm2", nixos_rescue_ssh_keys=["harness"],
-                         nixos_hetzner_cloud={"endpoint": api.cloud_url, "token": CLOUD_TOKEN}, nixos_build_on="target",
-                         nixos_ssh_host_key=(tmp_path / "bm2-key").read_text(),
-                         nixos_disks={"disks": [disk], "boot": "bios",
-                                      "partitions": [{"label": "swap", "size": "64M", "fs": "swap"},
-                                                     {"label": "nixos", "fs": "ext4", "mount": "/"}]})
+        args = inventory(tmp_path, testhosts, host.name, nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="cloud",
+                         nixos_rescue_server=host.name, nixos_rescue_ssh_keys=["harness"],
+                         nixos_hetzner_cloud={"endpoint": api.cloud_url, "token": CLOUD_TOKEN}, **hostvars)
         with testhosts.serve_reboots():
             run = run_playbook(BOOTSTRAP, args=args)
         assert run.rc == 0, str(run)
         assert api.cloud.resets == [(server["id"], "reset")]
         assert not api.cloud.server(server["id"])["rescue_enabled"]
+    return run
+
+
+def test_rescue_install_through_cloud_on_one_disk(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
+    """Built in the rescue system itself (nixos_build_on: target), with a host key kept in a vault."""
+    host = machine(fresh_hosts, "bm2", [600])
+    disk, = host.disks()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bm2", "-f", str(tmp_path / "bm2-key")], check=True)
+    run = install_through_cloud(host, testhosts, run_playbook, tmp_path, fleet_dir, nixos_build_on="target",
+                                nixos_ssh_host_key=(tmp_path / "bm2-key").read_text(),
+                                nixos_disks={"disks": [disk], "boot": "bios",
+                                             "partitions": [{"label": "swap", "size": "64M", "fs": "swap"},
+                                                            {"label": "nixos", "fs": "ext4", "mount": "/"}]})
     system, facts = assert_installed(host, fleet_dir, [disk + "p3"])
     # Built in the rescue system: the controller's store never had the system.
     assert run.result("Build on the host itself (the controller needs no Nix)", "bm2")["out_path"] == system
@@ -588,18 +594,7 @@ def test_rescue_install_on_two_disks_with_efi_puts_the_boot_loader_on_both_esps(
     shutil.copytree(os.path.join(REPO_ROOT, "tests", "fixtures", "mini-nixpkgs"), fleet_dir / "mini-nixpkgs")
     shutil.copy(os.path.join(REPO_ROOT, "examples", "bootstrap", "nix", "facts.nix"), fleet_dir / "facts.nix")
     (fleet_dir / "default.nix").write_text(EXAMPLE_CONFIGURATION)
-    with FakeHetzner() as api:
-        server = api.cloud.add_server(name="bm5")
-        api.cloud.add_ssh_key("harness", harness_key(testhosts))
-        api.on_reset = lambda kind, srv, rescue: host.power_cycle(rescue_keys=rescue["authorized_keys"] if rescue else None)
-        args = inventory(tmp_path, testhosts, "bm5", nixos_file=str(fleet_dir / "default.nix"), nixos_rescue_api="cloud",
-                         nixos_rescue_server="bm5", nixos_rescue_ssh_keys=["harness"],
-                         nixos_hetzner_cloud={"endpoint": api.cloud_url, "token": CLOUD_TOKEN},
-                         nixos_disks=layout(disks, boot="efi", esp_size="64M"))
-        with testhosts.serve_reboots():
-            run = run_playbook(BOOTSTRAP, args=args)
-        assert run.rc == 0, str(run)
-        assert api.cloud.resets == [(server["id"], "reset")]
+    install_through_cloud(host, testhosts, run_playbook, tmp_path, fleet_dir, nixos_disks=layout(disks, boot="efi", esp_size="64M"))
     esps = [d + "p1" for d in disks]
     # Each disk's ESP has a name and a FAT label of its own, and a mount point of its own.
     for index, esp in enumerate(esps):
