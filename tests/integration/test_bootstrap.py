@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from ansinix_test import REPO_ROOT
+from ansinix_test.ansible import path_without_nix
 from ansinix_test.fakehetzner import CLOUD_TOKEN, ROBOT_PASSWORD, ROBOT_USER, FakeHetzner
 from ansinix_test.hosts import INSTALL_NIX_COMMAND, REBOOT_COMMAND
 from ansinix_test.systems import FIXTURES_DIR
@@ -189,7 +190,7 @@ def test_rescue_install_through_robot_on_raid1(fresh_hosts, testhosts, run_playb
     assert host.read_file("/var/lib/ansinix/installed-system").strip() == again_system
 
 
-def install_through_cloud(host, testhosts, run_playbook, tmp_path, fleet_dir, **hostvars):
+def install_through_cloud(host, testhosts, run_playbook, tmp_path, fleet_dir, env=None, **hostvars):
     """The bootstrap playbook on host through the fake Cloud API: one reset into the rescue system, the rescue ended."""
     with FakeHetzner() as api:
         server = api.cloud.add_server(name=host.name)
@@ -199,19 +200,21 @@ def install_through_cloud(host, testhosts, run_playbook, tmp_path, fleet_dir, **
                          nixos_rescue_server=host.name, nixos_rescue_ssh_keys=["harness"],
                          nixos_hetzner_cloud={"endpoint": api.cloud_url, "token": CLOUD_TOKEN}, **hostvars)
         with testhosts.serve_reboots():
-            run = run_playbook(BOOTSTRAP, args=args)
+            run = run_playbook(BOOTSTRAP, args=args, env=env)
         assert run.rc == 0, str(run)
         assert api.cloud.resets == [(server["id"], "reset")]
         assert not api.cloud.server(server["id"])["rescue_enabled"]
     return run
 
 
-def test_rescue_install_through_cloud_on_one_disk(fresh_hosts, testhosts, run_playbook, tmp_path, fleet_dir):
-    """Built in the rescue system itself (nixos_build_on: target), with a host key kept in a vault."""
+def test_rescue_install_through_cloud_on_one_disk(fresh_hosts, testhosts, run_playbook, tmp_path, tmp_path_factory, fleet_dir):
+    """Built in the rescue system itself (nixos_build_on: target) from a controller without Nix, with a host key
+    kept in a vault."""
     host = machine(fresh_hosts, "bm2", [600])
     disk, = host.disks()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bm2", "-f", str(tmp_path / "bm2-key")], check=True)
-    run = install_through_cloud(host, testhosts, run_playbook, tmp_path, fleet_dir, nixos_build_on="target",
+    laptop = {"PATH": path_without_nix(tmp_path_factory.mktemp("laptop") / "bin")}  # not in fleet_dir, which is sent
+    run = install_through_cloud(host, testhosts, run_playbook, tmp_path, fleet_dir, env=laptop, nixos_build_on="target",
                                 nixos_ssh_host_key=(tmp_path / "bm2-key").read_text(),
                                 nixos_disks={"disks": [disk], "boot": "bios",
                                              "partitions": [{"label": "swap", "size": "64M", "fs": "swap"},

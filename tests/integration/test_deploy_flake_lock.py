@@ -1,11 +1,10 @@
 """A flake without flake.lock, built on the targets by a controller without Nix: one lock for every host."""
 import json
 import os
-import shutil
 import subprocess
 
 from ansinix_test import REPO_ROOT
-from ansinix_test.ansible import ansible_env
+from ansinix_test.ansible import path_without_nix
 from ansinix_test.fleet import copy_stand_in
 
 SITE = os.path.join(REPO_ROOT, "playbooks", "site.yml")
@@ -34,19 +33,6 @@ FLAKE = """\
     { nixosConfigurations = { web1 = host "web1"; web2 = host "web2"; }; };
 }
 """ % STAND_IN
-
-
-def path_without_nix(directory):
-    """A PATH of one directory with every command of the tests' PATH but nix*: all Ansible needs, and no Nix."""
-    directory.mkdir()
-    for entry in ansible_env()["PATH"].split(os.pathsep):
-        for name in sorted(os.listdir(entry)) if os.path.isdir(entry) else []:
-            command = os.path.join(entry, name)
-            if not name.startswith("nix") and not (directory / name).exists() and os.access(command, os.X_OK):
-                (directory / name).symlink_to(command)
-    assert shutil.which("nix", path=str(directory)) is None and shutil.which("ansible-playbook", path=str(directory))
-    assert not [n for n in os.listdir(directory) if n.startswith("nix")]
-    return str(directory)
 
 
 def send_stand_in(hosts, source):

@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 
@@ -73,6 +74,19 @@ def stop_ssh_masters(hosts):
     for name in os.listdir(control_dir):
         subprocess.run(["ssh", "-o", "ControlPath=" + os.path.join(control_dir, name), "-O", "exit", "unused"],
                        capture_output=True, timeout=30, check=False)
+
+
+def path_without_nix(directory):
+    """A PATH of one directory with every command of the tests' PATH but nix*: all Ansible needs, and no Nix."""
+    directory.mkdir()
+    for entry in ansible_env()["PATH"].split(os.pathsep):
+        for name in sorted(os.listdir(entry)) if os.path.isdir(entry) else []:
+            command = os.path.join(entry, name)
+            if not name.startswith("nix") and not (directory / name).exists() and os.access(command, os.X_OK):
+                (directory / name).symlink_to(command)
+    assert shutil.which("nix", path=str(directory)) is None and shutil.which("ansible-playbook", path=str(directory))
+    assert not [n for n in os.listdir(directory) if n.startswith("nix")]
+    return str(directory)
 
 
 def run_ansible(args, hosts=None, env=None, timeout=600):
