@@ -74,7 +74,7 @@ STATE = '{ system.stateVersion = "%s"; }' % RELEASE
     ([BOOT, ROOT, STATE, "{ sound.enable = true; }"], "The option `sound' does not exist."),
     ([BOOT, ROOT, STATE, '{ systemd.network.networks.uplink.routes = [ { routeConfig.Gateway = "fe80::1"; } ]; }'],
      "systemd.network.networks.uplink.routes: Using 'routeConfig' is deprecated!"),
-    ([ROOT, STATE], "You must set the option ‘boot.loader.grub.devices’"),
+    ([ROOT, STATE], "You must set the option \u2018boot.loader.grub.devices\u2019"),
     ([BOOT, STATE], "does not specify your root file system"),
     ([BOOT, ROOT], "system.stateVersion is not set"),
     ([ROOT, STATE, '{ boot.loader.grub = { devices = [ "nodev" ]; efiSupport = true; efiInstallAsRemovable = true; }; '
