@@ -26,6 +26,7 @@ CORES=(2.19 2.20 2.21)
 NEWEST=${CORES[-1]}
 MODULE_TESTS=(tests/integration/test_nix_copy_closure.py tests/integration/test_nixos_switch.py
               tests/integration/test_nixos_keys.py tests/integration/test_deploy_modules.py
+              tests/integration/test_refused_switch.py tests/integration/test_switch_lock.py
               tests/integration/test_deploy_role.py tests/integration/test_deploy_flake_lock.py)
 
 with_core() {  # CORE COMMAND...: run COMMAND with that ansible-core's venv first on PATH
