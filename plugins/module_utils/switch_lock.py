@@ -14,10 +14,11 @@ that is said, and never broken.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 
-from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import SWITCH_LOCK, flock_takers
+from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import SWITCH_LOCK, flock_takers, try_lock
 from ansible_collections.ansinix.nixos.plugins.module_utils.nix import NixError
 
 
@@ -81,10 +82,28 @@ def shorten(text, limit=200):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def locked(path):
+    """Whether somebody holds an flock on path, found by trying to take it (and letting go at once)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if try_lock(fd):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
 def inspect_lock(path=SWITCH_LOCK):
     """None when nobody holds the lock; else {holders: [process info], stale: why it is stale, or None}."""
     takers = flock_takers(path)
-    if not takers:
+    # In a pid namespace other than the first, /proc/locks leaves out a lock whose taker has exited. Only
+    # then, and only while a process has the file open, is the lock tried: a switch starting in that
+    # instant would fail.
+    if not takers and not (openers(path) and locked(path)):
         return None
     taker_infos = [info for info in (process_info(pid) for pid in takers) if info]
     holders = [info for info in (process_info(pid) for pid in openers(path)) if info]
@@ -98,9 +117,10 @@ def inspect_lock(path=SWITCH_LOCK):
                                              % (describe(stopped[0]), stopped[0]["state"], stopped[0]["pid"])}
     # A shell-run switch takes the lock through flock(1), which exits at once; its own process keeps it.
     if not live_takers and holders and not any("switch-to-configuration" in h["argv"] for h in holders):
-        return {"holders": holders, "stale": "pid %s, which took it, has exited, and %s inherited it. It is left over from "
-                                             "a switch that ended; if that process is not needed, end it (kill %d), then "
-                                             "run again" % (takers[0], describe(holders[0]), holders[0]["pid"])}
+        taker = "pid %s, which took it," % takers[0] if takers else "the process that took it"
+        return {"holders": holders, "stale": "%s has exited, and %s inherited it. It is left over from a switch that "
+                                             "ended; if that process is not needed, end it (kill %d), then run again"
+                                             % (taker, describe(holders[0]), holders[0]["pid"])}
     return {"holders": holders, "stale": None}
 
 

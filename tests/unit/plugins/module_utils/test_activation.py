@@ -531,6 +531,52 @@ def test_start_refuses_unknown_parameters(tmp_path):
     lock.release()
 
 
+def start_runner(host, system, tmp_path, monkeypatch, use_systemd=None):
+    """Activation.start of a switch to system, its runner reading the stand-in host's current and booted links."""
+    source = activation.runner_source().replace('"/run/current-system"', repr(str(host.current))).replace(
+        '"/run/booted-system"', repr(str(host.booted)))
+    monkeypatch.setattr(activation, "runner_source", lambda: source)
+    lock = activation.DeployLock(1, str(host.state / "deploy.lock")).acquire()
+    return activation.Activation.start(lock, {
+        "action": "switch", "system": system, "activate": system, "profile": str(host.profile), "generation": None,
+        "nix_env": str(host.nix_env), "install_bootloader": False, "rollback_on_failure": True, "confirm_timeout": 0,
+        "keep_generations": None, "connection_id": None,
+    }, state_dir=str(host.state), log_dir=str(tmp_path / "log"), use_systemd=use_systemd)
+
+
+@pytest.mark.skipif(not activation.systemd_running(), reason="needs systemd as PID 1")
+def test_under_real_systemd_the_runner_and_the_switch_are_transient_units(host, tmp_path, monkeypatch):
+    """The runner in a unit of its own, switch-to-configuration in nixos-rebuild-ng's unit, by real systemd-run.
+
+    It runs where systemd is PID 1. On a machine without, systemd can be PID 1 of namespaces of its own
+    (pid, mount, cgroup), with a private /run and /tmp and the units D-Bus needs; run this test there with
+    `nsenter --target <that systemd> --all pytest ... -k real_systemd`.
+    """
+    old, new = host.system("old"), host.system("new", seconds=2)
+    # The units get only the environment systemd-run gives them: the stand-ins' paths are written into them.
+    for script in (str(host.nix_env), old + "/bin/switch-to-configuration", new + "/bin/switch-to-configuration"):
+        with open(script) as f:
+            text = f.read().replace('"$FAKE_RECORD"', repr(str(host.record))).replace('"$FAKE_CURRENT"', repr(str(host.current)))
+        with open(script, "w") as f:
+            f.write(text)
+    host.install(old)
+    run = start_runner(host, new, tmp_path, monkeypatch)
+    assert run.params()["systemd"] is True
+    run.wait(60, states=("activating",))
+    runner = run.status()["pid"]
+    with open("/proc/%d/cgroup" % runner) as f:
+        assert "/system.slice/ansinix-switch-%s.service" % os.path.basename(run.status_dir)[len("switch-"):] in f.read()
+    main_pid = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", "nixos-rebuild-switch-to-configuration"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    with open("/proc/%s/cmdline" % main_pid, "rb") as f:
+        assert f.read().split(b"\0")[1:3] == [new.encode() + b"/bin/switch-to-configuration", b"switch"]
+    status = run.wait(60, states=("finished",))
+    assert status["outcome"] == "done" and os.readlink(str(host.current)) == new
+    assert host.calls() == ["nix-env --set %s" % new, "new switch bootloader=0"]
+    # --pipe passed the unit's output through to the runner.
+    assert run.output() == "restarting the following units: new.service\n"
+
+
 def test_start_through_systemd_run_hands_the_lock_to_the_unit(host, tmp_path, monkeypatch):
     """Where systemd is PID 1 the runner is a transient unit; it cannot inherit the lock, so it is handed over.
 
@@ -552,15 +598,7 @@ def test_start_through_systemd_run_hands_the_lock_to_the_unit(host, tmp_path, mo
         """ % tmp_path))
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (bin_dir, os.environ["PATH"]))
-    source = activation.runner_source().replace('"/run/current-system"', repr(str(host.current))).replace(
-        '"/run/booted-system"', repr(str(host.booted)))
-    monkeypatch.setattr(activation, "runner_source", lambda: source)
-    lock = activation.DeployLock(1, str(host.state / "deploy.lock")).acquire()
-    run = activation.Activation.start(lock, {
-        "action": "switch", "system": new, "activate": new, "profile": str(host.profile), "generation": None,
-        "nix_env": str(host.nix_env), "install_bootloader": False, "rollback_on_failure": True, "confirm_timeout": 0,
-        "keep_generations": None, "connection_id": None,
-    }, state_dir=str(host.state), log_dir=str(tmp_path / "log"), use_systemd=True)
+    run = start_runner(host, new, tmp_path, monkeypatch, use_systemd=True)
 
     def calls():
         return [f.read_text().splitlines() for f in sorted(tmp_path.glob("systemd-run-*.args"))]
