@@ -112,6 +112,46 @@ class HostError(RuntimeError):
     """A test host could not be started, reached or stopped."""
 
 
+GRUBENV_HEADER = "# GRUB Environment Block\n"
+
+
+def parse_grubenv(text):
+    """The variables of a GRUB environment block (grub-core/lib/envblk.c: a header, NAME=value lines, '#' padding)."""
+    if len(text) != 1024 or not text.startswith(GRUBENV_HEADER):
+        return {}
+    return dict(line.split("=", 1) for line in text[len(GRUBENV_HEADER):].split("\n") if "=" in line and not line.startswith("#"))
+
+
+def grubenv_block(env):
+    """A 1024-byte GRUB environment block of these variables, as grub-editenv and GRUB's save_env write it."""
+    text = GRUBENV_HEADER + "".join("%s=%s\n" % item for item in env.items())
+    return text + "#" * (1024 - len(text))
+
+
+def grub_menu(grub_cfg):
+    """{entry: system} of a grub.cfg as install-grub.pl writes it: top-level entries by number and by title,
+    submenu entries as "submenu title>entry title"; system from the entry's init= option."""
+    menu, submenu, entry, index = {}, None, None, 0
+    for line in grub_cfg.splitlines():
+        words = line.split()
+        match = re.match(r'\s*(submenu|menuentry)\s+"([^"]*)"', line)
+        if match and match.group(1) == "submenu":
+            submenu = match.group(2)
+        elif match:
+            entry = match.group(2) if submenu is None else "%s>%s" % (submenu, match.group(2))
+        elif words == ["}"]:
+            if entry is None or submenu is None:
+                submenu, index = None, index + 1  # the end of a top-level entry or submenu
+            entry = None
+        elif entry:
+            for word in words:
+                if word.startswith("init="):
+                    menu[entry] = os.path.dirname(word[len("init="):])
+                    if submenu is None:
+                        menu[str(index)] = menu[entry]
+    return menu
+
+
 def _run(argv, check=True, **kwargs):
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
@@ -685,9 +725,25 @@ class Host:
         self.run("nix-env -p /nix/var/nix/profiles/system --set %s && "
                  "NIXOS_INSTALL_BOOTLOADER=1 %s/bin/switch-to-configuration boot" % (system, system))
 
+    def grub_dir(self):
+        """The GRUB directory the firmware boots from, when the fixture system's boot loader is GRUB."""
+        grub = self.firmware_boot_dir() + "/grub"
+        return grub if self.exists(grub + "/grub.cfg") else None
+
+    def grub_menu(self):
+        """{entry: system} of the GRUB menu: top-level entries by number and title, submenu ones as "submenu>title"."""
+        return grub_menu(self.read_file(self.grub_dir() + "/grub.cfg"))
+
+    def grubenv(self, path=None):
+        """GRUB's environment block (a grubenv) as a dict; {} when there is none."""
+        return parse_grubenv(self.run("cat %s 2>/dev/null" % shlex.quote(path or self.grub_dir() + "/grubenv"), check=False).stdout)
+
     def default_boot_system(self):
         """The system the boot loader would start, as the fixture systems record it under /boot (or the ESP the
         firmware boots from)."""
+        if self.grub_dir():
+            # install-grub.pl's grub.cfg: `set default=0` (boot.loader.grub.default) when next_entry is unset.
+            return self.grub_menu().get("0")
         conf = self.run("cat %s/loader/loader.conf 2>/dev/null" % self.firmware_boot_dir(), check=False).stdout
         entry = next((line.split(None, 1)[1].strip() for line in conf.splitlines() if line.startswith("default ")), None)
         return self.entry_system(entry) if entry else None
@@ -703,10 +759,25 @@ class Host:
 
     def oneshot_boot_entry(self):
         """The entry systemd-boot starts at the next boot only (LoaderEntryOneShot, which the fixture's bootctl sets)."""
+        if self.grub_dir():
+            return self.grubenv().get("next_entry") or None
         return self.run("cat %s 2>/dev/null" % ONESHOT_VAR, check=False).stdout.strip() or None
+
+    def _next_grub_system(self):
+        """What GRUB starts with install-grub.pl's grub.cfg: next_entry, cleared as it is read (load_env, then
+        `set next_entry=` and `save_env next_entry` in the grubenv of $prefix), else entry 0."""
+        env = self.grubenv()
+        if not env.get("next_entry"):
+            return self.default_boot_system()
+        entry = env.pop("next_entry")
+        self.run("cat > %s/grubenv" % self.grub_dir(), input=grubenv_block(env))
+        # GRUB falls back to entry 0 when the default names no entry.
+        return self.grub_menu().get(entry) or self.default_boot_system()
 
     def _next_boot_system(self):
         """What systemd-boot starts: the one-shot entry, which it deletes as it reads it, else the default."""
+        if self.grub_dir():
+            return self._next_grub_system()
         oneshot = self.oneshot_boot_entry()
         if oneshot:
             self.run("rm -f %s" % ONESHOT_VAR)
