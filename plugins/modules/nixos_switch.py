@@ -125,13 +125,19 @@ options:
         C(system.switch.inhibitors) (such as the D-Bus implementation) differs from the running system's. The module
         asks the system with C(switch-to-configuration check) before it changes anything.
       - V(fail) fails the task with the checks' reason and changes nothing.
-      - V(boot), with O(action=switch), makes the system the one the host starts at its B(next boot only) (systemd-boot's
-        C(LoaderEntryOneShot), set with C(bootctl set-oneshot)) and returns RV(boot_once=true) and
+      - V(boot), with O(action=switch), makes the system the one the host starts at its B(next boot only) and returns
+        RV(boot_once=true) and
         RV(reboot_required=true). The previous generation stays the profile's current one and the boot default, so if
         the new system does not come up, the boot after that starts the previous one. After the reboot, run the task
         again with O(generation) set to RV(boot_once_generation) and O(action=boot) to make the new system the boot
         default. The C(ansinix.nixos.deploy) role does both when C(nixos_reboot) is V(if_needed) or V(always).
-      - V(boot) needs systemd-boot. With another boot loader the task fails and the previous generation stays the default.
+      - With GRUB, the module sets GRUB's one-time entry C(next_entry) (as C(grub-reboot) does) in the C(grubenv) of
+        every path GRUB installs into (C(boot.loader.grub.mirroredBoots)), with the system's own C(grub-editenv).
+        NixOS's C(grub.cfg) boots it once and clears it. This fails closed where GRUB cannot clear it at boot (a
+        C(/boot) on btrfs, ZFS, software RAID, LVM or LUKS).
+      - With systemd-boot, it sets C(LoaderEntryOneShot) with C(bootctl set-oneshot).
+      - With another boot loader, or when the one-time entry cannot be set, the task fails and the previous generation
+        stays the default.
       - To switch anyway, set C(NIXOS_NO_CHECK=1) in the task's C(environment), as with C(nixos-rebuild). The checks are
         then skipped, for the question and for the switch.
     type: str
@@ -249,7 +255,8 @@ boot_once:
   returned: when the new system refused a live switch and O(on_refused_switch=boot)
   type: bool
 boot_once_entry:
-  description: The boot loader entry the host starts at its next boot only.
+  description: The boot loader entry the host starts at its next boot only. With GRUB, the menu entry's title
+    path, such as C(NixOS - All configurations>NixOS - Configuration 8 (2026-12-06 - 26.05\)).
   returned: when the system was booted once
   type: str
   sample: nixos-generation-8.conf
