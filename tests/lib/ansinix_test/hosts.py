@@ -131,24 +131,18 @@ def grubenv_block(env):
 def grub_menu(grub_cfg):
     """{entry: system} of a grub.cfg as install-grub.pl writes it: top-level entries by number and by title,
     submenu entries as "submenu title>entry title"; system from the entry's init= option."""
-    menu, submenu, entry, index = {}, None, None, 0
-    for line in grub_cfg.splitlines():
-        words = line.split()
-        match = re.match(r'\s*(submenu|menuentry)\s+"([^"]*)"', line)
-        if match and match.group(1) == "submenu":
-            submenu = match.group(2)
-        elif match:
-            entry = match.group(2) if submenu is None else "%s>%s" % (submenu, match.group(2))
-        elif words == ["}"]:
-            if entry is None or submenu is None:
-                submenu, index = None, index + 1  # the end of a top-level entry or submenu
-            entry = None
-        elif entry:
-            for word in words:
-                if word.startswith("init="):
-                    menu[entry] = os.path.dirname(word[len("init="):])
-                    if submenu is None:
-                        menu[str(index)] = menu[entry]
+    menu, stack, index = {}, [], 0
+    for token in re.finditer(r'(submenu|menuentry)\s+"([^"]*)"[^{\n]*\{|^\s*\}\s*$|\binit=(\S+)/init\b', grub_cfg, re.M):
+        if token.group(2) is not None:
+            stack.append((token.group(1), token.group(2)))
+        elif token.group(3) is not None and stack and stack[-1][0] == "menuentry":
+            path = ">".join(title for _kind, title in stack)
+            menu[path] = token.group(3)
+            if len(stack) == 1:
+                menu[str(index)] = token.group(3)
+        elif token.group(3) is None and stack:
+            stack.pop()
+            index += not stack  # GRUB numbers the top-level entries and submenus
     return menu
 
 
