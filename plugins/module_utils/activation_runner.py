@@ -26,7 +26,7 @@ import re
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 # A module that waits for the lock: a handover to a runner that has not taken it yet is still
 # pending for this long without a sign of life from the runner.
