@@ -5,10 +5,13 @@ clears; unconfirmed, the previous generation boots after that; confirmed, the ne
 The fixture systems with bootLoader = "grub" write grub.cfg and grubenv under each boot path as install-grub.pl
 and grub-install do; the harness's reboot honours next_entry once, as that grub.cfg does.
 """
+import json
+
 import pytest
 
+from ansinix_test.hosts import REBOOT_COMMAND
 from test_nixos_switch import HOST, PROFILE, adhoc, show  # pylint: disable=import-error
-from test_refused_switch import BROKER, DBUS, system  # pylint: disable=import-error
+from test_refused_switch import BROKER, DBUS, FLEET, SITE, system  # pylint: disable=import-error
 
 MIRRORS = ["/boot", "/boot/mirror"]  # the second inside the host's own /boot (its / is shared)
 
@@ -81,3 +84,33 @@ def test_a_mirror_whose_grubenv_cannot_be_written_fails_and_leaves_no_one_time_e
     assert host.readlink("/run/current-system") == running and host.generation() == 2
     assert host.default_boot_system() == running and host.oneshot_boot_entry() is None
     assert "next_entry" not in host.grubenv("/boot/grub/grubenv")
+
+
+def test_the_role_reboots_a_grub_host_into_the_refused_system_and_confirms_it(fresh_hosts, testhosts, run_playbook, tmp_path):
+    (web,) = fresh_hosts("goweb")
+    inventory = tmp_path / "web.yml"
+    inventory.write_text("all:\n  hosts:\n    goweb: {nixos_configuration: web}\n")
+    args = ["-i", testhosts.inventory_path, "-i", str(inventory), "-e", "nixos_file=" + FLEET, "-l", "goweb"]
+
+    def deploy(inhibitors):
+        knobs = {"switchInhibitors": inhibitors, "bootLoader": "grub", "bootPaths": MIRRORS}
+        values = dict(nixos_args={"overrides": {"web": knobs}}, nixos_reboot_command=REBOOT_COMMAND, nixos_reboot="if_needed")
+        return run_playbook(SITE, args=args + ["-e", json.dumps(values)])
+
+    run = deploy(DBUS)
+    assert run.rc == 0, str(run)
+    running = web.readlink("/run/current-system")
+    assert web.generation() == 2 and web.default_boot_system() == running
+
+    boot_id = web.boot_id()
+    with testhosts.serve_reboots():
+        run = deploy(BROKER)
+    assert run.rc == 0, str(run)
+    inhibited = run.result("Switch to the new system", "goweb")["system"]
+    assert inhibited != running and web.boot_id() != boot_id
+    # GRUB booted the new system once; the role confirmed it: generation 3 is GRUB's default from now on.
+    assert web.readlink("/run/booted-system") == inhibited and web.readlink("/run/current-system") == inhibited
+    assert web.generation() == 3 and web.default_boot_system() == inhibited
+    assert "next_entry" not in web.grubenv("/boot/grub/grubenv")
+    web.reboot()
+    assert web.readlink("/run/booted-system") == inhibited
