@@ -548,9 +548,8 @@ def start_runner(host, system, tmp_path, monkeypatch, use_systemd=None):
 def test_under_real_systemd_the_runner_and_the_switch_are_transient_units(host, tmp_path, monkeypatch):
     """The runner in a unit of its own, switch-to-configuration in nixos-rebuild-ng's unit, by real systemd-run.
 
-    It runs where systemd is PID 1. On a machine without, systemd can be PID 1 of namespaces of its own
-    (pid, mount, cgroup), with a private /run and /tmp and the units D-Bus needs; run this test there with
-    `nsenter --target <that systemd> --all pytest ... -k real_systemd`.
+    It runs where systemd is PID 1. On a machine without, scripts/in-systemd.sh runs it in namespaces whose
+    PID 1 is systemd: `scripts/in-systemd.sh pytest tests/unit/plugins/module_utils/test_activation.py -k real_systemd`.
     """
     old, new = host.system("old"), host.system("new", seconds=2)
     # The units get only the environment systemd-run gives them: the stand-ins' paths are written into them.
