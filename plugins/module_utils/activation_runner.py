@@ -232,6 +232,17 @@ def grub_menu_entry(grub_cfg, system):
     return None
 
 
+def grub_cfg_problem(grub_cfg):
+    """Why this grub.cfg cannot boot an entry once and then the default again, or None."""
+    if "save_env next_entry" not in grub_cfg:
+        return "does not boot a one-time entry (next_entry) and clear it"
+    # boot.loader.grub.default = "saved": each entry saves itself as the default, unless booted once (boot_once).
+    if "save_env saved_entry" in grub_cfg and "boot_once" not in grub_cfg:
+        return ("would make a one-time entry the saved default (boot.loader.grub.default = \"saved\" on a NixOS "
+                "whose grub.cfg does not know boot_once)")
+    return None
+
+
 def mount_of(path):
     """(file system type, source) of the mount that holds path."""
     best, found = "", ("", "")
@@ -523,8 +534,9 @@ class Runner:
         for boot, editenv in mirrors:
             grub_dir = os.path.join(boot, "grub")
             cfg = read_bytes(os.path.join(grub_dir, "grub.cfg")).decode(errors="replace")
-            if "save_env next_entry" not in cfg:
-                raise RuntimeError("%s/grub.cfg does not boot a one-time entry (next_entry) and clear it" % grub_dir)
+            problem = grub_cfg_problem(cfg)
+            if problem:
+                raise RuntimeError("%s/grub.cfg %s" % (grub_dir, problem))
             found = grub_menu_entry(cfg, system)
             if found is None or entry not in (None, found):
                 raise RuntimeError("%s/grub.cfg has no menu entry of %s" % (grub_dir, system))

@@ -1,5 +1,5 @@
 """How the runner reads NixOS's GRUB menu for a one-time boot (install-grub.pl's grub.cfg)."""
-from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import grub_menu_entry
+from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import grub_cfg_problem, grub_menu_entry
 
 OLD = "/nix/store/" + "a" * 32 + "-nixos-system-web-26.05"
 NEW = "/nix/store/" + "b" * 32 + "-nixos-system-web-26.05"
@@ -28,3 +28,30 @@ def test_the_entry_is_the_generation_s_in_the_submenu_as_a_title_path():
 def test_a_system_without_an_entry_has_none():
     assert grub_menu_entry(GRUB_CFG, NEW + "-x") is None
     assert grub_menu_entry("", NEW) is None
+
+
+HEADER = """if [ "${next_entry}" ]; then
+  set default="${next_entry}"
+  set next_entry=
+  save_env next_entry
+  %s
+fi
+"""
+SAVEDEFAULT = """function savedefault {
+  if [ -z "${boot_once}" ]; then
+  saved_entry="${chosen}"
+  save_env saved_entry
+  fi
+}
+"""
+
+
+def test_a_grub_cfg_that_boots_next_entry_once_has_no_problem():
+    assert grub_cfg_problem(HEADER % "set boot_once=true" + SAVEDEFAULT) is None
+    assert grub_cfg_problem(HEADER % "set timeout=1") is None  # no saved default to overwrite
+
+
+def test_a_grub_cfg_that_cannot_boot_an_entry_once_says_why():
+    assert grub_cfg_problem(GRUB_CFG) == "does not boot a one-time entry (next_entry) and clear it"
+    unguarded = HEADER % "set timeout=1" + SAVEDEFAULT.replace("boot_once", "other")
+    assert grub_cfg_problem(unguarded).startswith("would make a one-time entry the saved default")
