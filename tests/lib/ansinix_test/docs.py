@@ -12,7 +12,7 @@ suite runs it, so that what the docs show is what the tests run:
 
 Every Markdown file under docs/ and every README is checked: a block without a marker fails the unit test.
 
-tests/unit/test_docs.py checks the markers; the integration tests read the blocks from here, so a command
+tests/unit/test_doc_blocks.py checks the markers; the integration tests read the blocks from here, so a command
 changed in the docs is the command the tests run.
 """
 import collections
@@ -40,7 +40,7 @@ def documents():
 DOCS = dict.fromkeys(documents())
 KINDS = ("file", "excerpt", "run", "illustration")
 # The scenarios that run `run` blocks: tests/integration/test_docs.py's, the demo (tests/integration/test_demo.py)
-# and ci, the commands .ci/run runs (tests/unit/test_docs.py checks that it does).
+# and ci, the commands .ci/run runs (tests/unit/test_doc_blocks.py checks that it does).
 SCENARIOS = ("install", "quickstart", "guide", "fleet", "inventory", "demo", "bootstrap", "ci")
 
 Block = collections.namedtuple("Block", "doc line lang text kind arg")
