@@ -20,6 +20,7 @@ import sys
 import time
 
 from ansible_collections.ansinix.nixos.plugins.module_utils import activation_runner as runner_code
+from ansible_collections.ansinix.nixos.plugins.module_utils import next_boot as next_boot_code
 from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import (
     handover_pending, process_alive, read_json, read_lock_record, try_lock, write_json_atomic, write_lock_record,
 )
@@ -110,10 +111,11 @@ class DeployLock:
             self.fd = None
 
 
-def runner_source():
+def runner_sources():
+    """{file name: source} of the runner, as it is written on the host: the runner and what it imports of ours."""
     # Imported here: the switch starts a Python on the host for every run, and inspect alone is a tenth of its imports.
     import inspect  # pylint: disable=import-outside-toplevel
-    return inspect.getsource(runner_code)
+    return {"runner.py": inspect.getsource(runner_code), "next_boot.py": inspect.getsource(next_boot_code)}
 
 
 def token(nbytes):
@@ -145,9 +147,10 @@ class Activation:
                       log=os.path.join(log_dir, "switch-%s.log" % run_id))
         write_json_atomic(os.path.join(status_dir, "params.json"), params)
         write_json_atomic(os.path.join(status_dir, "status.json"), {"state": "starting", "log": params["log"]})
+        for name, source in runner_sources().items():
+            with open(os.path.join(status_dir, name), "w") as f:
+                f.write(source)
         runner = os.path.join(status_dir, "runner.py")
-        with open(runner, "w") as f:
-            f.write(runner_source())
         # The interpreter by its store path: the new system may no longer have /run/current-system/sw/bin/python3.
         python = os.path.realpath(sys.executable)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/run/current-system/sw/bin", "LANG": "C.UTF-8"}

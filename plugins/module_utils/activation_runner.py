@@ -26,7 +26,11 @@ import re
 import subprocess
 import sys
 import time
-from xml.etree import ElementTree
+
+try:
+    from ansible_collections.ansinix.nixos.plugins.module_utils import next_boot
+except ImportError:  # on the host, where nixos_switch writes next_boot.py beside this file
+    import next_boot  # pylint: disable=import-error
 
 # A module that waits for the lock: a handover to a runner that has not taken it yet is still
 # pending for this long without a sign of life from the runner.
@@ -162,98 +166,6 @@ def prunable(all_generations, keep, protect=()):
     newest_first = sorted(all_generations, reverse=True)
     kept = set(newest_first[:keep]) | set(n for n in protect if n is not None)
     return sorted(n for n in newest_first if n not in kept)
-
-
-def boot_entry_id(profile, generation):
-    """The systemd-boot entry NixOS writes for a generation of a profile (systemd-boot-builder's names)."""
-    directory, name = os.path.split(profile.rstrip("/"))
-    if directory == "/nix/var/nix/profiles/system-profiles":
-        return "nixos-%s-generation-%d.conf" % (name, generation)
-    return "nixos-generation-%d.conf" % generation
-
-
-# GRUB's install script and its settings, one grub-config.xml per mirroredBoots path (nixpkgs
-# nixos/modules/system/boot/loader/grub/grub.nix: installBootLoader, grubConfig).
-INSTALL_GRUB = re.compile(rb"/nix/store/[0-9a-z]{32}-install-grub\.sh")
-GRUB_CONFIG = re.compile(rb"/nix/store/[0-9a-z]{32}-grub-config\.xml")
-# GRUB's save_env cannot write on these; next_entry would then never be cleared and boot every time.
-GRUBENV_UNWRITABLE_FS = ("btrfs", "zfs")
-GRUBENV_UNWRITABLE_DEV = ("/dev/md", "/dev/mapper/", "/dev/dm-")
-
-
-def read_bytes(path, limit=1 << 20):
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit)
-    except OSError:
-        return b""
-
-
-def grub_mirrors(system):
-    """[(boot path, grub-editenv or None)] of a system whose boot loader is GRUB, else None.
-
-    The boot loader is the script its switch-to-configuration runs (INSTALL_BOOTLOADER, in the wrapper or
-    the Perl script); GRUB's lists one grub-config.xml per mirroredBoots path."""
-    script = INSTALL_GRUB.search(read_bytes(os.path.join(system, "bin", "switch-to-configuration")))
-    if not script:
-        return None
-    mirrors = []
-    for config in dict.fromkeys(GRUB_CONFIG.findall(read_bytes(script.group(0).decode()))):
-        try:
-            attrs = dict((a.get("name"), a[0].get("value")) for a in ElementTree.parse(config.decode()).getroot().iter("attr")
-                         if len(a) and a[0].tag == "string")
-        except (OSError, ElementTree.ParseError):
-            attrs = {}
-        if not attrs.get("bootPath"):
-            raise RuntimeError("could not read GRUB's settings %s" % config.decode())
-        editenv = next((p for p in (os.path.join(attrs[k], "bin", "grub-editenv") for k in ("grub", "grubEfi") if attrs.get(k))
-                        if os.path.exists(p)), None)
-        mirrors.append((attrs["bootPath"], editenv))
-    return mirrors or None
-
-
-def grub_menu_entry(grub_cfg, system):
-    """The `submenu>entry` title path of the entry of GRUB's menu (as install-grub.pl writes it) that boots
-    system from a submenu, such as "NixOS - All configurations>NixOS - Configuration 3 (...)", or None."""
-    submenu = entry = None
-    for line in grub_cfg.splitlines():
-        words = line.split()
-        match = re.match(r'\s*(submenu|menuentry)\s+"([^"]*)"', line)
-        if match and match.group(1) == "submenu":
-            submenu = match.group(2)
-        elif match:
-            entry = match.group(2)
-        elif words == ["}"]:
-            if entry is None:
-                submenu = None
-            entry = None
-        elif submenu and entry and "init=%s/init" % system in words:
-            return "%s>%s" % (submenu, entry)
-    return None
-
-
-def grub_cfg_problem(grub_cfg):
-    """Why this grub.cfg cannot boot an entry once and then the default again, or None."""
-    if "save_env next_entry" not in grub_cfg:
-        return "does not boot a one-time entry (next_entry) and clear it"
-    # boot.loader.grub.default = "saved": each entry saves itself as the default, unless booted once (boot_once).
-    if "save_env saved_entry" in grub_cfg and "boot_once" not in grub_cfg:
-        return ("would make a one-time entry the saved default (boot.loader.grub.default = \"saved\" on a NixOS "
-                "whose grub.cfg does not know boot_once)")
-    return None
-
-
-def mount_of(path):
-    """(file system type, source) of the mount that holds path."""
-    best, found = "", ("", "")
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[4].replace("\\040", " ")
-            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-                rest = fields[fields.index("-") + 1:]
-                best, found = point, (rest[0], rest[1] if len(rest) > 1 else "")
-    return found
 
 
 def realpath_or_none(path):
@@ -502,8 +414,8 @@ class Runner:
         """Make the new generation the system of the next boot only, the previous one staying the default.
 
         For a system that refuses a live switch: if it does not come up and get confirmed, the boot after
-        that is the previous generation's. systemd-boot's LoaderEntryOneShot (`bootctl set-oneshot`) does
-        it; the deploy makes the new generation the default once the host is back on it.
+        that is the previous generation's. The deploy makes the new generation the default once the host is
+        back on it.
         """
         self.update(state="booting-once")
         previous, new = self.status.get("previous_generation"), self.status.get("new_generation")
@@ -514,52 +426,9 @@ class Runner:
         previous_system = generations(self.params["profile"]).get(previous)
         if self.switch_to_configuration(previous_system, "boot") != 0:
             raise RuntimeError("switch-to-configuration boot of the previous system %s failed" % previous_system)
-        mirrors = grub_mirrors(self.params["system"])
-        if mirrors:
-            entry = self.grub_boot_once(mirrors, generations(self.params["profile"]).get(new))
-            self.update(boot_once_entry=entry)
-            return
-        entry = boot_entry_id(self.params["profile"], new)
-        bootctl = next((p for p in (os.path.join(s, "sw", "bin", "bootctl") for s in (self.params["system"], previous_system))
-                        if os.path.exists(p)), None)
-        if bootctl is None or self.run_logged([bootctl, "set-oneshot", entry]) != 0:
-            raise RuntimeError("could not make %s the entry of the next boot only (bootctl set-oneshot; the boot loader must "
-                               "be systemd-boot)" % entry)
+        entry = next_boot.set_next_boot(self, self.params["system"], generations(self.params["profile"]).get(new),
+                                        self.params["profile"], new, previous_system)
         self.update(boot_once_entry=entry)
-
-    def grub_boot_once(self, mirrors, system):
-        """GRUB's one-time entry (what grub-reboot sets): next_entry in the grubenv of every mirroredBoots path,
-        which NixOS's grub.cfg boots once and clears. Fails closed: any path that cannot take it undoes the others."""
-        entry = None
-        for boot, editenv in mirrors:
-            grub_dir = os.path.join(boot, "grub")
-            cfg = read_bytes(os.path.join(grub_dir, "grub.cfg")).decode(errors="replace")
-            problem = grub_cfg_problem(cfg)
-            if problem:
-                raise RuntimeError("%s/grub.cfg %s" % (grub_dir, problem))
-            found = grub_menu_entry(cfg, system)
-            if found is None or entry not in (None, found):
-                raise RuntimeError("%s/grub.cfg has no menu entry of %s" % (grub_dir, system))
-            entry = found
-            fstype, source = mount_of(grub_dir)
-            if fstype in GRUBENV_UNWRITABLE_FS or source.startswith(GRUBENV_UNWRITABLE_DEV):
-                raise RuntimeError("GRUB cannot clear next_entry in %s/grubenv on %s (%s), so the new system would boot at "
-                                   "every boot; to switch to it anyway, set NIXOS_NO_CHECK=1 in the task's environment"
-                                   % (grub_dir, source, fstype))
-            if editenv is None:
-                raise RuntimeError("the system's GRUB has no grub-editenv to set next_entry with")
-        done = []
-        for boot, editenv in mirrors:
-            grubenv = os.path.join(boot, "grub", "grubenv")
-            ok = self.run_logged([editenv, grubenv, "set", "next_entry=" + entry]) == 0
-            ok = ok and self.run_logged([editenv, grubenv, "list"]) == 0
-            if ok:
-                done.append((grubenv, editenv))
-            if not ok or ("next_entry=%s" % entry).encode() not in self.last_output.splitlines():
-                for path, undo in done:
-                    self.run_logged([undo, path, "unset", "next_entry"])
-                raise RuntimeError("could not set GRUB's next_entry in %s" % grubenv)
-        return entry
 
     def prune(self):
         keep = self.params.get("keep_generations")

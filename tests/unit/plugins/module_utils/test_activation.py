@@ -331,10 +331,11 @@ def test_runner_detaches_into_a_session_of_its_own(host, tmp_path):
     old, slow = host.system("old"), host.system("slow", seconds=2)
     host.install(old)
     d = host.status_dir(system=slow)
+    for name, text in activation.runner_sources().items():  # the runner and next_boot.py, which it imports
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
     runner = os.path.join(d, "runner.py")
-    with open(runner, "w") as f:
-        f.write(activation.runner_source())
-    env = dict(os.environ, PYTHONPATH="")
+    env = dict(os.environ, PYTHONPATH="")  # no collection to import from: what the runner needs is beside it
     # The stand-in links live in tmp_path: point the copy of the runner at them.
     source = open(runner).read().replace('"/run/current-system"', repr(str(host.current))).replace(
         '"/run/booted-system"', repr(str(host.booted)))
@@ -533,9 +534,10 @@ def test_start_refuses_unknown_parameters(tmp_path):
 
 def start_runner(host, system, tmp_path, monkeypatch, use_systemd=None):
     """Activation.start of a switch to system, its runner reading the stand-in host's current and booted links."""
-    source = activation.runner_source().replace('"/run/current-system"', repr(str(host.current))).replace(
+    sources = activation.runner_sources()
+    sources["runner.py"] = sources["runner.py"].replace('"/run/current-system"', repr(str(host.current))).replace(
         '"/run/booted-system"', repr(str(host.booted)))
-    monkeypatch.setattr(activation, "runner_source", lambda: source)
+    monkeypatch.setattr(activation, "runner_sources", lambda: sources)
     lock = activation.DeployLock(1, str(host.state / "deploy.lock")).acquire()
     return activation.Activation.start(lock, {
         "action": "switch", "system": system, "activate": system, "profile": str(host.profile), "generation": None,

@@ -1,5 +1,5 @@
 """How the runner reads NixOS's GRUB menu for a one-time boot (install-grub.pl's grub.cfg)."""
-from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import grub_cfg_problem, grub_menu_entry
+from ansible_collections.ansinix.nixos.plugins.module_utils.next_boot import grub_cfg_problem, grub_menu_entry
 
 OLD = "/nix/store/" + "a" * 32 + "-nixos-system-web-26.05"
 NEW = "/nix/store/" + "b" * 32 + "-nixos-system-web-26.05"

@@ -1,7 +1,7 @@
 """What nixos_switch reads from `switch-to-configuration check`: did the new system refuse a live switch, and why."""
 import pytest
 
-from ansible_collections.ansinix.nixos.plugins.module_utils.activation_runner import boot_entry_id
+from ansible_collections.ansinix.nixos.plugins.module_utils.next_boot import boot_entry_id
 from ansible_collections.ansinix.nixos.plugins.module_utils.switch import classify_pre_switch_check, refusal_reason
 
 # What switch-to-configuration-ng prints when the switchInhibitors check of switchable-system.nix refuses.
