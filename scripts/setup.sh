@@ -17,6 +17,7 @@ APT_PACKAGES=(
   shellcheck gdisk fdisk dosfstools e2fsprogs xfsprogs btrfs-progs mdadm busybox-static
   lvm2 cryptsetup-bin
   fusefat  # the test machines' ESPs: this kernel has no vfat, so FAT is mounted through FUSE
+  systemd dbus  # a systemd as PID 1 of namespaces of its own (scripts/in-systemd.sh): the switch's transient units
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

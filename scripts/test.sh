@@ -76,6 +76,9 @@ done
 step "ansible-lint" lint_roles_and_playbooks
 step "changelog lint" antsibull-changelog lint
 step "collection build" build_collection
+# The test hosts' PID 1 is no systemd; this runs the switch's transient units under a real one.
+step "the switch under systemd as PID 1" ./scripts/in-systemd.sh env ANSINIX_REQUIRE_SYSTEMD=1 \
+  pytest -q tests/unit/plugins/module_utils/test_activation.py -k real_systemd
 step "integration tests (ansible-core ${CORES[0]})" pytest tests/integration
 step "integration tests of the modules and the deploy role (ansible-core $NEWEST)" module_tests_on "$NEWEST"
 
