@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Run a command where systemd is PID 1, on a machine whose PID 1 is not systemd: systemd (and the D-Bus
 # system bus that `systemd-run --pipe` needs) as PID 1 of new pid, mount, cgroup, network and UTS
 # namespaces, with a private /run and /tmp and only the units a transient service needs. The command runs
